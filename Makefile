@@ -1,0 +1,35 @@
+# cacheproxy: `make run` brings the proxy up in front of a local Redis; `make test` runs every test.
+GO      ?= go
+BIN     := bin/cacheproxy
+CONFIG  ?= deploy/cacheproxy.example.yaml
+
+.PHONY: build run test bench lint fuzz clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/cacheproxy
+
+# Starts a local redis-server (installing Debian's package if needed) when
+# nothing answers at 127.0.0.1:6379, then the proxy on 127.0.0.1:6380.
+run: build
+	deploy/run-local.sh $(BIN) $(CONFIG)
+
+test:
+	$(GO) test -race -count=1 ./...
+
+bench: build
+	$(GO) run ./bench suite --proxy-bin $(BIN) --out bench/results
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+# Short runs of every fuzz target (FUZZTIME per target).
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test ./resp -run '^$$' -fuzz '^FuzzGuard$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./resp -run '^$$' -fuzz '^FuzzReplyScanner$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./commands -run '^$$' -fuzz '^FuzzKeys$$' -fuzztime $(FUZZTIME)
+
+clean:
+	rm -rf bin

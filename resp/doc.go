@@ -1,0 +1,18 @@
+// Package resp owns the proxy's RESP framing at both of its edges.
+//
+// On the client side, Guard wraps each accepted connection and checks every
+// request header before the bytes reach redcon, whose parser trusts lengths
+// blindly (one 28-byte frame overflows an index and panics in its goroutine,
+// which kills the process). The guard applies Redis 7.0's own limits and answers
+// with Redis's own words, so a client cannot tell the difference; it also
+// rewrites the few inputs Redis accepts and redcon would refuse or mishandle
+// (empty multibulks, inline commands, sloppy terminators), so what reaches
+// redcon is always plain, bounded RESP.
+//
+// On the upstream side, ReplyScanner finds where a RESP2 reply ends in a
+// growing buffer without re-reading it, and ArrayElems splits a flat array
+// reply into its elements.
+//
+// resp never interprets a command or a reply beyond its framing: it does not
+// know command names, keys or values, and never talks to Redis itself.
+package resp

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const fakeProxyEnv = "BENCH_TEST_FAKE_PROXY"
+
+// TestMain lets the test binary stand in for the proxy binary in suite tests:
+// started with fakeProxyEnv set, it is a plain TCP relay to its upstream with
+// a counters endpoint, taking the proxy's command line.
+func TestMain(m *testing.M) {
+	if os.Getenv(fakeProxyEnv) == "1" {
+		if err := fakeProxy(os.Args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, "fake proxy:", err)
+			os.Exit(2)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func fakeProxy(args []string) error {
+	fs := flag.NewFlagSet("fake", flag.ContinueOnError)
+	config := fs.String("config", "", "")
+	listen := fs.String("listen", "", "")
+	upstream := fs.String("upstream", "", "")
+	metrics := fs.String("metrics", "", "")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(*config)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(string(b), `prefix: "bench:"`) || !strings.Contains(string(b), "max_memory: 256MiB") {
+		return fmt.Errorf("unexpected config:\n%s", b)
+	}
+	up := strings.TrimSuffix(strings.TrimPrefix(*upstream, "redis://"), "/0")
+	ml, err := net.Listen("tcp", *metrics)
+	if err != nil {
+		return err
+	}
+	go http.Serve(ml, countingMetrics())
+	l, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			u, err := net.Dial("tcp", up)
+			if err != nil {
+				return
+			}
+			defer u.Close()
+			go io.Copy(u, c)
+			io.Copy(c, u)
+		}()
+	}
+}
+
+func TestSuiteStartsMeasuresAndStopsEverything(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapper := filepath.Join(dir, "proxy.sh")
+	script := fmt.Sprintf("#!/bin/sh\n%s=1 exec %q \"$@\"\n", fakeProxyEnv, self)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "results")
+	var stdout, stderr bytes.Buffer
+	err = cli(context.Background(), []string{"suite", "--proxy-bin", wrapper, "--out", out, "--twemproxy", "",
+		"--only", "get-hit-p16,get-hit", "--duration", "100ms", "--rounds", "1", "--warmup", "0"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("suite: %v\nstdout: %s\nstderr: %s", err, stdout.String(), stderr.String())
+	}
+
+	var rep report
+	b, err := os.ReadFile(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Scenarios) != 2 || rep.Scenarios[1].Name != "get-hit" || len(rep.Scenarios[1].Points) != 4 {
+		t.Fatalf("scenarios %+v, want get-hit-p16 and the 4-point get-hit scaling run", rep.Scenarios)
+	}
+	var addrs []string
+	for _, sr := range rep.Scenarios {
+		for _, p := range sr.Points {
+			if len(p.Targets) != 2 || p.Targets[0].Target != "direct" || p.Targets[1].Target != "proxy" {
+				t.Fatalf("%s@%d: targets %+v, want direct then proxy", sr.Name, p.Conns, p.Targets)
+			}
+			for _, tr := range p.Targets {
+				if tr.Median.Ops == 0 || tr.Median.Errors != 0 || tr.Median.Nils != 0 {
+					t.Errorf("%s@%d %s: %+v", sr.Name, p.Conns, tr.Target, tr.Median)
+				}
+			}
+			if h := p.Targets[1].Median.HitRatio; h == nil || *h != 0.75 {
+				t.Errorf("%s@%d: proxy hit ratio %v, want 0.75 from its metrics endpoint", sr.Name, p.Conns, h)
+			}
+			addrs = append(addrs, p.Targets[0].Addr, p.Targets[1].Addr)
+		}
+	}
+	if rep.Machine.Redis == "" {
+		t.Error("no Redis version in the report")
+	}
+	for _, f := range []string{"results.md", "summary.svg", "get-hit-p16.svg", "get-hit.svg"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("missing output: %v", err)
+		}
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
+	for _, want := range []string{"Machine: ", "CPUs (nproc)", "| get-hit | proxy | 200 |", "× direct", "75.0%"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+	wellFormedSVG(t, filepath.Join(out, "get-hit.svg"), "p99 latency")
+	wellFormedSVG(t, filepath.Join(out, "summary.svg"), "Throughput relative to direct")
+	// Everything the suite started is gone: nothing answers on its ports.
+	for _, a := range addrs {
+		if c, err := net.Dial("tcp", a); err == nil {
+			c.Close()
+			t.Errorf("%s still accepts connections after the suite", a)
+		}
+	}
+}
+
+func TestSuiteFailsCleanlyWhenTheProxyDoesNotStart(t *testing.T) {
+	t.Parallel()
+	bad := filepath.Join(t.TempDir(), "proxy.sh")
+	if err := os.WriteFile(bad, []byte("#!/bin/sh\necho no such flag: $1 >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err := cli(context.Background(), []string{"suite", "--proxy-bin", bad, "--out", t.TempDir(), "--twemproxy", ""}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "no such flag: --config") {
+		t.Errorf("suite with a failing proxy: %v, want its output in the error", err)
+	}
+}
+
+func TestPickScenarios(t *testing.T) {
+	t.Parallel()
+	all := standardSuite()
+	for _, sc := range all {
+		for _, c := range sc.Conns {
+			s := sc.Spec
+			s.Conns = c
+			if err := s.Validate(); err != nil {
+				t.Errorf("standard scenario %s: %v", sc.Name, err)
+			}
+		}
+	}
+	if got, _ := pickScenarios(all, ""); len(got) != len(all) {
+		t.Error("no --only should run everything")
+	}
+	if got, err := pickScenarios(all, "mget-10, sessions"); err != nil || len(got) != 2 {
+		t.Errorf("pick two: %v, %v", got, err)
+	}
+	if _, err := pickScenarios(all, "nope"); err == nil || !strings.Contains(err.Error(), "get-hit") {
+		t.Errorf("unknown scenario: %v, want an error listing the names", err)
+	}
+}

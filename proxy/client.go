@@ -1,0 +1,356 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/tidwall/redcon"
+
+	"github.com/cacheproxy/cacheproxy/commands"
+	"github.com/cacheproxy/cacheproxy/l1"
+	"github.com/cacheproxy/cacheproxy/policy"
+	"github.com/cacheproxy/cacheproxy/upstream"
+)
+
+// client is one client connection's state. It is used only by the
+// connection's redcon goroutine.
+type client struct {
+	s    *Server
+	conn redcon.Conn
+	id   int64
+	hint uint64 // keeps this client's batches on one shared upstream connection
+	db   int
+	name string
+
+	// The current segment: commands whose replies wait on the upstream batch,
+	// in client order. Replies are written once the batch returns.
+	cmds   []redcon.Command
+	slots  []slot
+	batch  upstream.Batch
+	arena  []byte // requests and replies built by the proxy for this segment
+	elems  []elem // MGET elements of this segment
+	keys   [][]byte
+	writes bool // a write is queued in this segment: later reads must not use the L1
+
+	// tx is non-nil while the client holds a dedicated upstream connection for
+	// MULTI or WATCH.
+	tx *txState
+}
+
+type slotKind uint8
+
+const (
+	slotData   slotKind = iota // data is the reply
+	slotUp                     // batch reply idx is the reply
+	slotFill                   // batch reply idx fills fill; reply aux is the key's PTTL
+	slotFollow                 // fill (another client's or an earlier slot's) has the reply
+	slotWrite                  // batch reply idx; invalidate what cmd wrote first
+	slotMGet                   // elems[aux:aux+n] are the elements; idx is the upstream MGET of misses
+	slotTx                     // batch reply idx answers MULTI/EXEC/DISCARD/SELECT on a dedicated connection
+)
+
+type slot struct {
+	kind slotKind
+	idx  int // batch index
+	aux  int
+	n    int
+	data []byte
+	fill *l1.Fill
+	pol  *policy.Policy
+	info *commands.Info
+	args [][]byte
+}
+
+// elem is one key of an MGET.
+type elem struct {
+	data []byte   // the element, when known
+	fill *l1.Fill // the fill that brings it, when not
+	pos  int      // leader: position in the upstream MGET and its PTTL's batch index (pttl)
+	pttl int
+	pol  *policy.Policy
+	lead bool
+}
+
+// run handles one pipelined batch of commands.
+func (c *client) run() {
+	for i := range c.cmds {
+		c.command(c.cmds[i])
+		if c.conn == nil {
+			return
+		}
+	}
+	c.flush()
+}
+
+// emit answers a command with bytes that are ready now. They can go straight to
+// the client only when nothing before them is still waiting on the upstream.
+func (c *client) emit(b []byte) {
+	if len(c.slots) == 0 {
+		c.conn.WriteRaw(b)
+		return
+	}
+	c.slots = append(c.slots, slot{kind: slotData, data: b})
+}
+
+// forward queues a command for the upstream as the client sent it.
+func (c *client) forward(raw []byte) {
+	c.slots = append(c.slots, slot{kind: slotUp, idx: c.batch.Add(raw)})
+}
+
+// command classifies one command and either answers it or queues it.
+func (c *client) command(cmd redcon.Command) {
+	args := cmd.Args
+	if c.tx != nil {
+		c.txCommand(cmd)
+		return
+	}
+	rt := route(args[0])
+	switch rt.kind {
+	case routeRead:
+		if len(args) >= rt.minArgs && (rt.maxArgs == 0 || len(args) <= rt.maxArgs) {
+			c.read(rt, cmd)
+			return
+		}
+	case routeMGet:
+		if len(args) >= 2 {
+			c.mget(cmd)
+			return
+		}
+	case routeLocal:
+		c.local(rt, cmd)
+		return
+	}
+	info := c.s.cmds.Lookup(args)
+	switch {
+	case info == nil:
+		c.forward(cmd.Raw)
+	case info.Flags.Has(commands.Blocking) || info.Name == "wait" || info.Name == "waitaof":
+		c.flush()
+		c.blocking(cmd)
+	case writes(info):
+		c.slots = append(c.slots, slot{kind: slotWrite, idx: c.batch.Add(cmd.Raw), info: info, args: args})
+		c.writes = true
+	default:
+		c.forward(cmd.Raw)
+	}
+}
+
+// writes reports whether a command may change keys: Redis flags scripts and
+// functions (EVAL, FCALL) may_replicate rather than write.
+func writes(info *commands.Info) bool {
+	return info.Flags.Has(commands.Write) || info.Flags.Has(commands.MayReplicate)
+}
+
+// read handles a cacheable read of one key.
+func (c *client) read(rt *routeInfo, cmd redcon.Command) {
+	args := cmd.Args
+	key := args[1]
+	ps := c.s.policies.Load()
+	p := ps.set.Lookup(key)
+	if !p.Cache || c.writes {
+		c.forward(cmd.Raw)
+		return
+	}
+	variant := c.variant(args, rt)
+	if reply, ok := c.s.cache.Get(c.db, key, variant); ok {
+		ps.hits[p.Index].Inc()
+		c.emit(reply)
+		return
+	}
+	ps.misses[p.Index].Inc()
+	f, leader := c.s.cache.Begin(c.db, key, variant)
+	if !leader {
+		c.slots = append(c.slots, slot{kind: slotFollow, fill: f})
+		return
+	}
+	idx := c.batch.Add(cmd.Raw)
+	pttl := c.batch.Add(c.appendCommand("PTTL", key))
+	c.slots = append(c.slots, slot{kind: slotFill, idx: idx, aux: pttl, fill: f, pol: p})
+}
+
+// variant encodes what, beside the key, selects a reply: the command name and
+// the arguments after the key, each length-prefixed so no two differ in bytes
+// yet encode alike. It lives in the arena until the segment ends.
+func (c *client) variant(args [][]byte, rt *routeInfo) []byte {
+	start := len(c.arena)
+	c.arena = append(c.arena, rt.name...)
+	for _, a := range args[2:] {
+		c.arena = append(c.arena, 0, byte(len(a)>>24), byte(len(a)>>16), byte(len(a)>>8), byte(len(a)))
+		c.arena = append(c.arena, a...)
+	}
+	return c.arena[start:len(c.arena):len(c.arena)]
+}
+
+// appendCommand builds a command in the arena.
+func (c *client) appendCommand(args ...any) []byte {
+	start := len(c.arena)
+	c.arena = redcon.AppendArray(c.arena, len(args))
+	for _, a := range args {
+		switch a := a.(type) {
+		case string:
+			c.arena = redcon.AppendBulkString(c.arena, a)
+		case []byte:
+			c.arena = redcon.AppendBulk(c.arena, a)
+		}
+	}
+	return c.arena[start:len(c.arena):len(c.arena)]
+}
+
+// flush sends the segment's batch upstream, settles fills and invalidations,
+// and writes every waiting reply in order.
+func (c *client) flush() {
+	if len(c.slots) == 0 {
+		c.resetSegment()
+		return
+	}
+	if c.batch.Len() > 0 {
+		start := time.Now()
+		if c.tx != nil {
+			c.tx.conn.Do(&c.batch)
+		} else {
+			c.s.up.Do(c.s.ctx, c.db, c.hint, &c.batch)
+		}
+		c.s.metrics.upstream.Observe(time.Since(start).Seconds())
+		if c.batch.Err() != nil {
+			c.s.metrics.upstreamErrs.Inc()
+		}
+		if h := c.s.afterUpstream; h != nil {
+			h()
+		}
+	}
+	// Settle before replying: a write's keys leave the L1 before its reply
+	// reaches the client, and fills complete before any follower waits.
+	for i := range c.slots {
+		c.settle(&c.slots[i])
+	}
+	for i := range c.slots {
+		c.reply(&c.slots[i])
+	}
+	c.resetSegment()
+}
+
+func (c *client) resetSegment() {
+	clear(c.slots)
+	c.slots = c.slots[:0]
+	clear(c.elems)
+	c.elems = c.elems[:0]
+	c.batch.Reset()
+	c.arena = c.arena[:0]
+	c.writes = false
+}
+
+// upReply is batch reply i, or an error reply when the batch broke before it.
+func (c *client) upReply(i int) []byte {
+	if i < c.batch.Answered() {
+		return c.batch.Reply(i)
+	}
+	return c.upstreamError()
+}
+
+func (c *client) upstreamError() []byte {
+	err := c.batch.Err()
+	msg := "-ERR cacheproxy: upstream unavailable"
+	if err != nil {
+		msg += " (" + sanitize(err.Error()) + ")"
+	}
+	return []byte(msg + "\r\n")
+}
+
+func (c *client) settle(s *slot) {
+	switch s.kind {
+	case slotFill:
+		reply := c.upReply(s.idx)
+		ttl, store := fillTTL(s.pol, reply, c.upReply(s.aux))
+		c.s.cache.Complete(s.fill, append([]byte(nil), reply...), ttl, store)
+	case slotWrite:
+		c.invalidateWrite(c.db, s.info, s.args)
+	case slotMGet:
+		c.settleMGet(s)
+	case slotTx:
+		c.settleTx(s)
+	}
+}
+
+func (c *client) reply(s *slot) {
+	switch s.kind {
+	case slotData:
+		c.conn.WriteRaw(s.data)
+	case slotUp, slotWrite, slotTx:
+		c.conn.WriteRaw(c.upReply(s.idx))
+	case slotFill, slotFollow:
+		c.conn.WriteRaw(s.fill.Wait())
+	case slotMGet:
+		c.replyMGet(s)
+	}
+}
+
+// fillTTL decides whether and for how long a fill is kept: the policy's TTL,
+// capped by the key's remaining upstream TTL so that no entry outlives the key.
+func fillTTL(p *policy.Policy, reply, pttl []byte) (time.Duration, bool) {
+	if len(reply) == 0 || reply[0] == '-' {
+		return 0, false // errors are never cached
+	}
+	if !p.CacheNil && isNil(reply) {
+		return 0, false
+	}
+	ms, ok := parseInteger(pttl)
+	if !ok {
+		return 0, false
+	}
+	ttl := p.TTL
+	switch {
+	case ms == -1 || ms == -2: // no expiry, or no key (a nil reply)
+	case ms <= 0:
+		return 0, false
+	case time.Duration(ms)*time.Millisecond < ttl:
+		ttl = time.Duration(ms) * time.Millisecond
+	}
+	return ttl, ttl > 0
+}
+
+func isNil(reply []byte) bool {
+	return len(reply) >= 3 && (reply[0] == '$' || reply[0] == '*') && reply[1] == '-' && reply[2] == '1'
+}
+
+// parseInteger reads a RESP integer reply (":123\r\n").
+func parseInteger(b []byte) (int64, bool) {
+	if len(b) < 4 || b[0] != ':' {
+		return 0, false
+	}
+	b = b[1 : len(b)-2]
+	neg := false
+	if len(b) > 0 && b[0] == '-' {
+		neg, b = true, b[1:]
+	}
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, ch := range b {
+		if ch < '0' || ch > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(ch-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
+}
+
+// release frees what the client holds upstream when its connection ends.
+func (c *client) release() {
+	if c.tx != nil {
+		c.tx.conn.Close()
+		c.tx = nil
+	}
+}
+
+func sanitize(s string) string {
+	b := []byte(s)
+	for i, ch := range b {
+		if ch == '\r' || ch == '\n' {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}

@@ -1,0 +1,130 @@
+package proxy
+
+import (
+	"github.com/tidwall/redcon"
+
+	"github.com/cacheproxy/cacheproxy/resp"
+)
+
+// variantMGet names MGET's per-key element. It is kept apart from GET's reply
+// because the two differ: MGET answers nil for a key holding a hash, where GET
+// answers WRONGTYPE.
+var variantMGet = []byte("mget")
+
+// mget answers what it can of an MGET from the L1 and fetches the rest in one
+// upstream MGET, with each missing key's PTTL in the same round trip.
+func (c *client) mget(cmd redcon.Command) {
+	keys := cmd.Args[1:]
+	ps := c.s.policies.Load()
+	if c.writes {
+		c.forward(cmd.Raw)
+		return
+	}
+	start := len(c.elems)
+	misses := 0
+	for _, key := range keys {
+		p := ps.set.Lookup(key)
+		e := elem{pol: p}
+		switch {
+		case !p.Cache:
+			e.lead = true // fetched, never stored
+		default:
+			if reply, ok := c.s.cache.Get(c.db, key, variantMGet); ok {
+				ps.hits[p.Index].Inc()
+				e.data = reply
+				break
+			}
+			ps.misses[p.Index].Inc()
+			f, leader := c.s.cache.Begin(c.db, key, variantMGet)
+			e.fill, e.lead = f, leader
+		}
+		if e.lead {
+			e.pos = misses
+			misses++
+		}
+		c.elems = append(c.elems, e)
+	}
+	s := slot{kind: slotMGet, aux: start, n: len(keys), idx: -1}
+	if misses > 0 {
+		// MGET of the misses, then a PTTL for each one being filled.
+		reqStart := len(c.arena)
+		c.arena = redcon.AppendArray(c.arena, misses+1)
+		c.arena = redcon.AppendBulkString(c.arena, "MGET")
+		for i, key := range keys {
+			if c.elems[start+i].lead {
+				c.arena = redcon.AppendBulk(c.arena, key)
+			}
+		}
+		s.idx = c.batch.Add(c.arena[reqStart:len(c.arena):len(c.arena)])
+		for i, key := range keys {
+			if e := &c.elems[start+i]; e.lead && e.fill != nil {
+				e.pttl = c.batch.Add(c.appendCommand("PTTL", key))
+			}
+		}
+	}
+	if misses == 0 && len(c.slots) == 0 {
+		c.replyMGet(&s)
+		return
+	}
+	c.slots = append(c.slots, s)
+}
+
+func (c *client) settleMGet(s *slot) {
+	if s.idx < 0 {
+		return
+	}
+	reply := c.upReply(s.idx)
+	got, ok := resp.ArrayElems(reply, c.keys[:0])
+	c.keys = got[:0]
+	if !ok || len(got) != c.countLeaders(s) {
+		got = nil // an error (or a broken upstream): every element gets it
+	}
+	for i := s.aux; i < s.aux+s.n; i++ {
+		e := &c.elems[i]
+		if !e.lead {
+			continue
+		}
+		switch {
+		case got == nil:
+			e.data = reply
+		case e.fill != nil:
+			e.data = append([]byte(nil), got[e.pos]...) // the L1 keeps it
+		default:
+			e.data = got[e.pos]
+		}
+		if e.fill != nil {
+			ttl, store := fillTTL(e.pol, e.data, c.upReply(e.pttl))
+			c.s.cache.Complete(e.fill, e.data, ttl, store && got != nil)
+		}
+	}
+	if got == nil {
+		s.data = reply
+	}
+}
+
+func (c *client) countLeaders(s *slot) int {
+	n := 0
+	for i := s.aux; i < s.aux+s.n; i++ {
+		if c.elems[i].lead {
+			n++
+		}
+	}
+	return n
+}
+
+func (c *client) replyMGet(s *slot) {
+	if s.data != nil {
+		c.conn.WriteRaw(s.data) // the upstream MGET failed: its error is the reply
+		return
+	}
+	start := len(c.arena)
+	c.arena = redcon.AppendArray(c.arena, s.n)
+	c.conn.WriteRaw(c.arena[start:])
+	for i := s.aux; i < s.aux+s.n; i++ {
+		e := &c.elems[i]
+		if e.data == nil {
+			e.data = e.fill.Wait()
+		}
+		c.conn.WriteRaw(e.data)
+	}
+}

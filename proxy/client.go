@@ -29,7 +29,8 @@ type client struct {
 	arena  []byte // requests and replies built by the proxy for this segment
 	elems  []elem // MGET elements of this segment
 	keys   [][]byte
-	writes bool // a write is queued in this segment: later reads must not use the L1
+	writes bool      // a write is queued in this segment: later reads must not use the L1
+	sent   time.Time // when the segment's batch left: upstream TTLs count from here
 
 	// tx is non-nil while the client holds a dedicated upstream connection for
 	// MULTI or WATCH.
@@ -204,6 +205,7 @@ func (c *client) flush() {
 	}
 	if c.batch.Len() > 0 {
 		start := time.Now()
+		c.sent = start
 		if c.tx != nil {
 			c.tx.conn.Do(&c.batch)
 		} else {
@@ -259,7 +261,7 @@ func (c *client) settle(s *slot) {
 	switch s.kind {
 	case slotFill:
 		reply := c.upReply(s.idx)
-		ttl, store := fillTTL(s.pol, reply, c.upReply(s.aux))
+		ttl, store := fillTTL(s.pol, reply, c.upReply(s.aux), time.Since(c.sent))
 		c.s.cache.Complete(s.fill, append([]byte(nil), reply...), ttl, store)
 	case slotWrite:
 		c.invalidateWrite(c.db, s.info, s.args)
@@ -285,7 +287,9 @@ func (c *client) reply(s *slot) {
 
 // fillTTL decides whether and for how long a fill is kept: the policy's TTL,
 // capped by the key's remaining upstream TTL so that no entry outlives the key.
-func fillTTL(p *policy.Policy, reply, pttl []byte) (time.Duration, bool) {
+// The PTTL was measured somewhere in the elapsed time since the batch was
+// sent, so elapsed is taken off it: the entry may die early, never late.
+func fillTTL(p *policy.Policy, reply, pttl []byte, elapsed time.Duration) (time.Duration, bool) {
 	if len(reply) == 0 || reply[0] == '-' {
 		return 0, false // errors are never cached
 	}
@@ -301,8 +305,8 @@ func fillTTL(p *policy.Policy, reply, pttl []byte) (time.Duration, bool) {
 	case ms == -1 || ms == -2: // no expiry, or no key (a nil reply)
 	case ms <= 0:
 		return 0, false
-	case time.Duration(ms)*time.Millisecond < ttl:
-		ttl = time.Duration(ms) * time.Millisecond
+	case time.Duration(ms)*time.Millisecond-elapsed < ttl:
+		ttl = time.Duration(ms)*time.Millisecond - elapsed
 	}
 	return ttl, ttl > 0
 }

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"time"
+
 	"github.com/tidwall/redcon"
 
 	"github.com/cacheproxy/cacheproxy/resp"
@@ -93,7 +95,7 @@ func (c *client) settleMGet(s *slot) {
 			e.data = got[e.pos]
 		}
 		if e.fill != nil {
-			ttl, store := fillTTL(e.pol, e.data, c.upReply(e.pttl))
+			ttl, store := fillTTL(e.pol, e.data, c.upReply(e.pttl), time.Since(c.sent))
 			c.s.cache.Complete(e.fill, e.data, ttl, store && got != nil)
 		}
 	}

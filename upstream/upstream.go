@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -304,6 +305,10 @@ type Conn struct {
 	stopped  chan struct{} // closed when both goroutines have returned
 	onClose  func()
 
+	// unanswered counts batches flushed to Redis whose replies have not all
+	// arrived; the writer waits a moment for company while it is above zero.
+	unanswered atomic.Int64
+
 	mu    sync.Mutex // guards queue, err
 	queue []*Batch   // waiting for the writer
 	err   error      // set once; the connection is dead
@@ -394,53 +399,75 @@ func (c *Conn) writeLoop() {
 	w := bufio.NewWriterSize(c.nc, 64<<10)
 	var taken []*Batch
 	for range c.wake {
-		c.mu.Lock()
-		if c.err != nil {
-			c.mu.Unlock()
-			return
-		}
-		taken, c.queue = c.queue, taken[:0]
-		// Hand batches to the reader before their bytes leave, so that a reply
-		// can never arrive for a batch the reader does not know yet. The sends
-		// happen under mu so that die cannot close inflight in between.
-		sent := 0
-		for _, b := range taken {
-			select {
-			case c.inflight <- b:
-				sent++
-				continue
-			default:
+		written := 0
+		for gathered := false; ; {
+			var ok bool
+			if taken, ok = c.take(taken); !ok {
+				return
 			}
-			break // the reader is maxInflight batches behind
-		}
-		if sent < len(taken) {
-			// Put the rest back, ahead of anything queued meanwhile.
-			c.queue = append(append([]*Batch(nil), taken[sent:]...), c.queue...)
-			taken = taken[:sent]
-		}
-		requeued := len(c.queue) > 0
-		c.mu.Unlock()
-		for _, b := range taken {
-			for _, r := range b.reqs {
-				if _, err := w.Write(r); err != nil {
-					c.die(fmt.Errorf("upstream: write: %w", err))
-					return
+			if len(taken) == 0 {
+				// While earlier batches still await replies the connection is
+				// busy anyway: give other clients a moment to join this flush
+				// instead of sending many small ones (each a syscall here and
+				// a read in Redis).
+				if gathered || written == 0 || c.unanswered.Load() == 0 {
+					break
+				}
+				gathered = true
+				runtime.Gosched()
+				continue
+			}
+			for _, b := range taken {
+				for _, r := range b.reqs {
+					if _, err := w.Write(r); err != nil {
+						c.die(fmt.Errorf("upstream: write: %w", err))
+						return
+					}
 				}
 			}
+			written += len(taken)
+			clear(taken)
 		}
+		if written == 0 {
+			continue
+		}
+		c.unanswered.Add(int64(written))
 		if err := w.Flush(); err != nil {
 			c.die(fmt.Errorf("upstream: write: %w", err))
 			return
 		}
-		clear(taken)
-		if requeued {
-			time.Sleep(50 * time.Microsecond)
-			select {
-			case c.wake <- struct{}{}:
-			default:
-			}
-		}
 	}
+}
+
+// take moves queued batches to the reader's list and returns them for writing.
+// It returns false once the connection is dead.
+func (c *Conn) take(taken []*Batch) ([]*Batch, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return taken[:0], false
+	}
+	taken, c.queue = c.queue, taken[:0]
+	// Hand batches to the reader before their bytes leave, so that a reply can
+	// never arrive for a batch the reader does not know yet. The sends happen
+	// under mu so that die cannot close inflight in between.
+	sent := 0
+	for _, b := range taken {
+		select {
+		case c.inflight <- b:
+			sent++
+			continue
+		default:
+		}
+		break // the reader is maxInflight batches behind
+	}
+	if sent < len(taken) {
+		// Put the rest back, ahead of anything queued meanwhile; the reader
+		// wakes the writer when it has caught up.
+		c.queue = append(append([]*Batch(nil), taken[sent:]...), c.queue...)
+		taken = taken[:sent]
+	}
+	return taken, true
 }
 
 func (c *Conn) readLoop() {
@@ -486,9 +513,25 @@ func (c *Conn) readLoop() {
 			sc = resp.ReplyScanner{}
 		}
 		c.finish(b, nil)
+		if c.unanswered.Add(-1) == 0 {
+			c.wakeIfQueued()
+		}
 		// Shrink a buffer that one huge reply grew.
 		if start == len(buf) && cap(buf) > 1<<20 {
 			buf, start = make([]byte, 0, 64<<10), 0
+		}
+	}
+}
+
+// wakeIfQueued restarts a writer that stopped because the reader was behind.
+func (c *Conn) wakeIfQueued() {
+	c.mu.Lock()
+	queued := len(c.queue) > 0
+	c.mu.Unlock()
+	if queued {
+		select {
+		case c.wake <- struct{}{}:
+		default:
 		}
 	}
 }

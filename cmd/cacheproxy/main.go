@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -165,6 +166,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Info("metrics", "addr", "http://"+mln.Addr().String()+"/metrics")
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		// Profiles of a running proxy: the metrics address is an operator's port.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		start(func() error {
 			if err := hs.Serve(mln); !errors.Is(err, http.ErrServerClosed) {

@@ -296,22 +296,28 @@ func (b *Batch) fail(answered int, err error) {
 	b.err = err
 }
 
-// Conn is one upstream connection: a writer goroutine sends queued batches as
-// pipelines, a reader goroutine matches replies to them in order.
+// Conn is one upstream connection. The goroutine whose batch finds the
+// connection idle writes it, and whatever other batches queue meanwhile, as one
+// pipeline (so a lone client pays no goroutine hand-off on the way out); a reader
+// goroutine matches replies to batches in order.
 type Conn struct {
 	nc       net.Conn
-	inflight chan *Batch // written, awaiting replies, in send order
-	wake     chan struct{}
-	stopped  chan struct{} // closed when both goroutines have returned
+	inflight chan *Batch   // written, awaiting replies, in send order
+	stopped  chan struct{} // closed when the reader and any writer have returned
 	onClose  func()
 
 	// unanswered counts batches flushed to Redis whose replies have not all
 	// arrived; the writer waits a moment for company while it is above zero.
 	unanswered atomic.Int64
 
-	mu    sync.Mutex // guards queue, err
-	queue []*Batch   // waiting for the writer
-	err   error      // set once; the connection is dead
+	mu      sync.Mutex     // guards queue, err, writing
+	queue   []*Batch       // waiting to be written
+	err     error          // set once; the connection is dead
+	writing bool           // a goroutine holds the writer role, and with it w and taken
+	writers sync.WaitGroup // writer-role holders, waited for before the final drain
+
+	w     *bufio.Writer
+	taken []*Batch
 }
 
 const maxInflight = 4096
@@ -324,15 +330,13 @@ func newConn(nc net.Conn) *Conn {
 	c := &Conn{
 		nc:       nc,
 		inflight: make(chan *Batch, maxInflight),
-		wake:     make(chan struct{}, 1),
 		stopped:  make(chan struct{}),
+		w:        bufio.NewWriterSize(nc, 64<<10),
 	}
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); c.writeLoop() }()
-	go func() { defer wg.Done(); c.readLoop() }()
 	go func() {
-		wg.Wait()
+		c.readLoop()
+		c.die(ErrClosed) // no-op if already dead; stops new writers
+		c.writers.Wait()
 		c.drain()
 		close(c.stopped)
 	}()
@@ -356,10 +360,14 @@ func (c *Conn) Do(b *Batch) {
 		return
 	}
 	c.queue = append(c.queue, b)
+	write := !c.writing
+	if write {
+		c.writing = true
+		c.writers.Add(1)
+	}
 	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
+	if write {
+		c.write()
 	}
 	<-b.done
 }
@@ -383,29 +391,26 @@ func (c *Conn) Close() {
 
 func (c *Conn) die(err error) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.err == nil {
 		c.err = err
 		c.nc.Close()
 		close(c.inflight)
 	}
-	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
 }
 
-func (c *Conn) writeLoop() {
-	w := bufio.NewWriterSize(c.nc, 64<<10)
-	var taken []*Batch
-	for range c.wake {
+// write runs in the goroutine holding the writer role: it sends queued batches
+// until none are left, then gives the role up.
+func (c *Conn) write() {
+	defer c.writers.Done()
+	for {
 		written := 0
 		for gathered := false; ; {
 			var ok bool
-			if taken, ok = c.take(taken); !ok {
+			if c.taken, ok = c.take(c.taken); !ok {
 				return
 			}
-			if len(taken) == 0 {
+			if len(c.taken) == 0 {
 				// While earlier batches still await replies the connection is
 				// busy anyway: give other clients a moment to join this flush
 				// instead of sending many small ones (each a syscall here and
@@ -417,25 +422,47 @@ func (c *Conn) writeLoop() {
 				runtime.Gosched()
 				continue
 			}
-			for _, b := range taken {
+			for _, b := range c.taken {
 				for _, r := range b.reqs {
-					if _, err := w.Write(r); err != nil {
+					if _, err := c.w.Write(r); err != nil {
 						c.die(fmt.Errorf("upstream: write: %w", err))
 						return
 					}
 				}
 			}
-			written += len(taken)
-			clear(taken)
+			written += len(c.taken)
+			clear(c.taken)
 		}
-		if written == 0 {
-			continue
+		if written > 0 {
+			c.unanswered.Add(int64(written))
+			if err := c.w.Flush(); err != nil {
+				c.die(fmt.Errorf("upstream: write: %w", err))
+				return
+			}
 		}
-		c.unanswered.Add(int64(written))
-		if err := w.Flush(); err != nil {
-			c.die(fmt.Errorf("upstream: write: %w", err))
+		c.mu.Lock()
+		// Nothing written means the reader is maxInflight batches behind: it
+		// restarts writing when it catches up (see kick).
+		if len(c.queue) == 0 || written == 0 || c.err != nil {
+			c.writing = false
+			c.mu.Unlock()
 			return
 		}
+		c.mu.Unlock()
+	}
+}
+
+// kick starts a writer for batches left queued while the reader was behind.
+func (c *Conn) kick() {
+	c.mu.Lock()
+	start := !c.writing && len(c.queue) > 0 && c.err == nil
+	if start {
+		c.writing = true
+		c.writers.Add(1)
+	}
+	c.mu.Unlock()
+	if start {
+		go c.write()
 	}
 }
 
@@ -463,7 +490,7 @@ func (c *Conn) take(taken []*Batch) ([]*Batch, bool) {
 	}
 	if sent < len(taken) {
 		// Put the rest back, ahead of anything queued meanwhile; the reader
-		// wakes the writer when it has caught up.
+		// kicks a writer when it has caught up.
 		c.queue = append(append([]*Batch(nil), taken[sent:]...), c.queue...)
 		taken = taken[:sent]
 	}
@@ -514,24 +541,11 @@ func (c *Conn) readLoop() {
 		}
 		c.finish(b, nil)
 		if c.unanswered.Add(-1) == 0 {
-			c.wakeIfQueued()
+			c.kick()
 		}
 		// Shrink a buffer that one huge reply grew.
 		if start == len(buf) && cap(buf) > 1<<20 {
 			buf, start = make([]byte, 0, 64<<10), 0
-		}
-	}
-}
-
-// wakeIfQueued restarts a writer that stopped because the reader was behind.
-func (c *Conn) wakeIfQueued() {
-	c.mu.Lock()
-	queued := len(c.queue) > 0
-	c.mu.Unlock()
-	if queued {
-		select {
-		case c.wake <- struct{}{}:
-		default:
 		}
 	}
 }
@@ -543,7 +557,7 @@ func (c *Conn) finish(b *Batch, err error) {
 	b.done <- struct{}{}
 }
 
-// drain fails every batch left once both goroutines have stopped.
+// drain fails every batch left once the reader and every writer have stopped.
 func (c *Conn) drain() {
 	c.mu.Lock()
 	err := c.err

@@ -2,9 +2,12 @@
 // their raw replies.
 //
 // Commands from many clients share a few multiplexed connections per database:
-// each connection has a writer that sends whatever batches are queued as one
-// pipeline and a reader that hands replies back in order, so fifty unpipelined
-// clients cost Redis a few large reads and writes rather than fifty small ones.
+// whatever batches queue on a connection while it is busy go out as one
+// pipeline, and one read brings back the replies of many, so fifty
+// unpipelined clients cost Redis a few large reads and writes rather than
+// fifty small ones. The waiting clients' own goroutines do the writing and
+// reading (see Conn), so a lone client's round trip involves no other
+// goroutine.
 // Bytes go out exactly as the client sent them and come back exactly as Redis
 // answered; nothing is re-encoded. Connections that hold session state
 // (transactions, blocking commands) are dedicated: see Dedicated.
@@ -109,7 +112,7 @@ func (p *Pool) Do(ctx context.Context, db int, hint uint64, b *Batch) {
 func (p *Pool) shared(ctx context.Context, s *slot, db int) (*Conn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.c != nil && s.c.Err() == nil {
+	if s.c != nil && s.c.Usable() {
 		return s.c, nil
 	}
 	if p.closed.Load() {
@@ -171,6 +174,15 @@ func (p *Pool) Close() {
 }
 
 func (p *Pool) dial(ctx context.Context, db int) (*Conn, error) {
+	nc, err := p.connect(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	return newConn(nc), nil
+}
+
+// connect dials the upstream and runs the handshake for database db.
+func (p *Pool) connect(ctx context.Context, db int) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -186,7 +198,7 @@ func (p *Pool) dial(ctx context.Context, db int) (*Conn, error) {
 		return nil, fmt.Errorf("upstream %s: %w", p.cfg.Addr, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	return newConn(nc), nil
+	return nc, nil
 }
 
 // handshake authenticates and selects db before the connection carries client
@@ -255,7 +267,11 @@ type Batch struct {
 	buf  []byte // replies, back to back
 	ends []int  // ends[i] is the end of reply i in buf
 	err  error
-	done chan struct{}
+	done chan struct{} // wakes the owner: batch finished, or reading handed over
+
+	// Guarded by the connection's mu while the batch is on it.
+	finished bool // answered or failed; the owner may return
+	parked   bool // the owner sleeps on done and must be woken
 }
 
 // Reset empties b for reuse.
@@ -296,51 +312,60 @@ func (b *Batch) fail(answered int, err error) {
 	b.err = err
 }
 
-// Conn is one upstream connection. The goroutine whose batch finds the
-// connection idle writes it, and whatever other batches queue meanwhile, as one
-// pipeline (so a lone client pays no goroutine hand-off on the way out); a reader
-// goroutine matches replies to batches in order.
+// Conn is one upstream connection. No goroutine works for it in the
+// background: the goroutines waiting in Do do the work, in two roles. The one
+// whose batch finds no writer sends it, and whatever other batches queue
+// meanwhile, as one pipeline. The one that finds no reader reads replies and
+// hands each to its batch in send order; once its own batch is complete it
+// passes reading on to another waiter. A lone client thus writes and reads
+// its own batch and pays no goroutine hand-off at all, while under load one
+// read serves many clients.
 type Conn struct {
-	nc       net.Conn
-	inflight chan *Batch   // written, awaiting replies, in send order
-	stopped  chan struct{} // closed when the reader and any writer have returned
-	onClose  func()
+	nc      net.Conn
+	stopped chan struct{} // closed once the connection is dead and every batch finished
+	onClose func()
 
-	// unanswered counts batches flushed to Redis whose replies have not all
-	// arrived; the writer waits a moment for company while it is above zero.
-	unanswered atomic.Int64
+	mu       sync.Mutex
+	err      error    // set once; the connection is dead
+	queue    []*Batch // waiting to be written
+	inflight []*Batch // from ihead on: handed to the writer, unanswered, in send order
+	ihead    int
+	writing  bool   // a goroutine holds the writer role
+	reader   *Batch // whose owner holds (or has been handed) the reader role; helper; nil: free
+	reaped   bool   // every batch failed after death; stopped is closed
 
-	mu      sync.Mutex     // guards queue, err, writing
-	queue   []*Batch       // waiting to be written
-	err     error          // set once; the connection is dead
-	writing bool           // a goroutine holds the writer role, and with it w and taken
-	writers sync.WaitGroup // writer-role holders, waited for before the final drain
-
+	// Writer role state.
 	w     *bufio.Writer
 	taken []*Batch
+
+	// Reader role state.
+	rbuf   []byte // replies read; the first rstart bytes are handed out
+	rstart int
+	sc     resp.ReplyScanner
 }
 
-const maxInflight = 4096
+// helper stands in Conn.reader for a goroutine started only to read while a
+// writer sends a large pipeline and nobody else waits; see ensureReader.
+var helper = new(Batch)
+
+const (
+	bufSize = 64 << 10
+	// A writer makes sure someone reads after each readAhead bytes it sends
+	// in one go; see ensureReader.
+	readAhead = bufSize
+)
 
 func newConn(nc net.Conn) *Conn {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetKeepAlive(true)
 		_ = tc.SetKeepAlivePeriod(30 * time.Second)
 	}
-	c := &Conn{
-		nc:       nc,
-		inflight: make(chan *Batch, maxInflight),
-		stopped:  make(chan struct{}),
-		w:        bufio.NewWriterSize(nc, 64<<10),
+	return &Conn{
+		nc:      nc,
+		stopped: make(chan struct{}),
+		w:       bufio.NewWriterSize(nc, bufSize),
+		rbuf:    make([]byte, 0, bufSize),
 	}
-	go func() {
-		c.readLoop()
-		c.die(ErrClosed) // no-op if already dead; stops new writers
-		c.writers.Wait()
-		c.drain()
-		close(c.stopped)
-	}()
-	return c
 }
 
 // Do sends b and waits for its replies (or the connection's failure).
@@ -349,6 +374,7 @@ func (c *Conn) Do(b *Batch) {
 		b.done = make(chan struct{}, 1)
 	}
 	b.buf, b.ends, b.err = b.buf[:0], b.ends[:0], nil
+	b.finished, b.parked = false, false
 	if len(b.reqs) == 0 {
 		return
 	}
@@ -360,16 +386,50 @@ func (c *Conn) Do(b *Batch) {
 		return
 	}
 	c.queue = append(c.queue, b)
-	write := !c.writing
-	if write {
+	if !c.writing {
 		c.writing = true
-		c.writers.Add(1)
+		c.mu.Unlock()
+		c.write() // returns holding mu
+	}
+	c.await(b)
+}
+
+// await waits, with mu held, until b is finished, reading replies itself
+// whenever the reader role is free or handed to it. It returns with mu released.
+func (c *Conn) await(b *Batch) {
+	for !b.finished {
+		if c.reader == b || c.reader == nil && c.err == nil {
+			c.reader = b
+			c.read(b)
+			// b is finished, or the connection died and b fails as soon
+			// as no writer holds it.
+			continue
+		}
+		b.parked = true
+		c.mu.Unlock()
+		<-b.done
+		c.mu.Lock()
 	}
 	c.mu.Unlock()
-	if write {
-		c.write()
+}
+
+// Usable reports whether the connection may carry a batch. An idle connection
+// has no reader that would see the upstream close it (a restart, CLIENT KILL, a
+// timeout), so it is checked here: a batch sent on it would fail, and a proxy
+// never re-sends a batch. The check is one non-blocking peek, made under mu so
+// that no batch can be written, and answered, meanwhile.
+func (c *Conn) Usable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return false
 	}
-	<-b.done
+	idle := !c.writing && c.reader == nil && len(c.queue) == 0 && c.ihead == len(c.inflight)
+	if idle && !quiet(c.nc) {
+		c.dieLocked(errors.New("upstream: connection closed while idle"))
+		return false
+	}
+	return true
 }
 
 // Err is non-nil once the connection is dead.
@@ -379,8 +439,8 @@ func (c *Conn) Err() error {
 	return c.err
 }
 
-// Close kills the connection and waits for its goroutines; unanswered batches
-// fail with ErrClosed.
+// Close kills the connection and waits until every batch on it has finished;
+// unanswered batches fail with ErrClosed.
 func (c *Conn) Close() {
 	c.die(ErrClosed)
 	<-c.stopped
@@ -392,30 +452,73 @@ func (c *Conn) Close() {
 func (c *Conn) die(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.dieLocked(err)
+}
+
+func (c *Conn) dieLocked(err error) {
 	if c.err == nil {
 		c.err = err
-		c.nc.Close()
-		close(c.inflight)
+		c.nc.Close() // wakes a reader or writer blocked on the socket
+		c.reap()
+	}
+}
+
+// reap fails every batch left on a dead connection, once no goroutine holds a
+// role and so none touches them. Whoever gives up the last role calls it.
+func (c *Conn) reap() {
+	if c.err == nil || c.reader != nil || c.writing || c.reaped {
+		return
+	}
+	c.reaped = true
+	for _, b := range c.inflight[c.ihead:] {
+		c.finish(b, c.err)
+	}
+	for _, b := range c.queue {
+		c.finish(b, c.err)
+	}
+	c.inflight, c.ihead, c.queue = nil, 0, nil
+	close(c.stopped)
+}
+
+// finish marks b done, with mu held, and wakes its owner if it sleeps.
+func (c *Conn) finish(b *Batch, err error) {
+	if err != nil {
+		b.fail(len(b.ends), err)
+	}
+	b.finished = true
+	c.wake(b)
+}
+
+func (c *Conn) wake(b *Batch) {
+	if b.parked {
+		b.parked = false
+		b.done <- struct{}{}
 	}
 }
 
 // write runs in the goroutine holding the writer role: it sends queued batches
-// until none are left, then gives the role up.
+// until none are left, then gives the role up. It returns with mu held.
 func (c *Conn) write() {
-	defer c.writers.Done()
+	sent, check := 0, readAhead
 	for {
 		written := 0
 		for gathered := false; ; {
-			var ok bool
-			if c.taken, ok = c.take(c.taken); !ok {
+			c.mu.Lock()
+			if c.err != nil {
+				c.writing = false
+				c.reap()
 				return
 			}
+			busy := c.ihead < len(c.inflight)
+			c.taken, c.queue = c.queue, c.taken[:0]
+			c.push(c.taken)
+			c.mu.Unlock()
 			if len(c.taken) == 0 {
 				// While earlier batches still await replies the connection is
 				// busy anyway: give other clients a moment to join this flush
 				// instead of sending many small ones (each a syscall here and
 				// a read in Redis).
-				if gathered || written == 0 || c.unanswered.Load() == 0 {
+				if gathered || written == 0 || !busy {
 					break
 				}
 				gathered = true
@@ -424,9 +527,13 @@ func (c *Conn) write() {
 			}
 			for _, b := range c.taken {
 				for _, r := range b.reqs {
+					if sent += len(r); sent >= check {
+						check = sent + readAhead
+						c.ensureReader()
+					}
 					if _, err := c.w.Write(r); err != nil {
 						c.die(fmt.Errorf("upstream: write: %w", err))
-						return
+						break
 					}
 				}
 			}
@@ -434,140 +541,182 @@ func (c *Conn) write() {
 			clear(c.taken)
 		}
 		if written > 0 {
-			c.unanswered.Add(int64(written))
 			if err := c.w.Flush(); err != nil {
 				c.die(fmt.Errorf("upstream: write: %w", err))
-				return
 			}
 		}
 		c.mu.Lock()
-		// Nothing written means the reader is maxInflight batches behind: it
-		// restarts writing when it catches up (see kick).
-		if len(c.queue) == 0 || written == 0 || c.err != nil {
+		if len(c.queue) == 0 || c.err != nil {
 			c.writing = false
-			c.mu.Unlock()
+			c.reap()
 			return
 		}
 		c.mu.Unlock()
 	}
 }
 
-// kick starts a writer for batches left queued while the reader was behind.
-func (c *Conn) kick() {
-	c.mu.Lock()
-	start := !c.writing && len(c.queue) > 0 && c.err == nil
-	if start {
-		c.writing = true
-		c.writers.Add(1)
-	}
-	c.mu.Unlock()
-	if start {
-		go c.write()
-	}
-}
-
-// take moves queued batches to the reader's list and returns them for writing.
-// It returns false once the connection is dead.
-func (c *Conn) take(taken []*Batch) ([]*Batch, bool) {
+// ensureReader starts a helper to read if nobody does. A writer sending a
+// large pipeline calls it: while its own replies go unread, the upstream could
+// stop reading its requests, and the write would never end.
+func (c *Conn) ensureReader() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err != nil {
-		return taken[:0], false
+	if c.reader == nil && c.err == nil {
+		c.reader = helper
+		go func() {
+			c.mu.Lock()
+			c.read(nil)
+			c.mu.Unlock()
+		}()
 	}
-	taken, c.queue = c.queue, taken[:0]
-	// Hand batches to the reader before their bytes leave, so that a reply can
-	// never arrive for a batch the reader does not know yet. The sends happen
-	// under mu so that die cannot close inflight in between.
-	sent := 0
-	for _, b := range taken {
-		select {
-		case c.inflight <- b:
-			sent++
-			continue
-		default:
-		}
-		break // the reader is maxInflight batches behind
-	}
-	if sent < len(taken) {
-		// Put the rest back, ahead of anything queued meanwhile; the reader
-		// kicks a writer when it has caught up.
-		c.queue = append(append([]*Batch(nil), taken[sent:]...), c.queue...)
-		taken = taken[:sent]
-	}
-	return taken, true
 }
 
-func (c *Conn) readLoop() {
-	buf := make([]byte, 0, 64<<10)
-	start := 0 // first byte of buf not yet handed to a batch
-	var sc resp.ReplyScanner
-	for b := range c.inflight {
-		for len(b.ends) < len(b.reqs) {
-			n, err := sc.Scan(buf[start:])
-			if err != nil {
-				c.finish(b, fmt.Errorf("upstream: bad reply: %w", err))
-				c.die(err)
+// push appends batches to inflight, with mu held. The writer does this before
+// their bytes leave, so a reply never arrives for a batch the reader does not
+// know yet.
+func (c *Conn) push(bs []*Batch) {
+	if c.ihead > 0 && len(c.inflight)+len(bs) > cap(c.inflight) {
+		n := copy(c.inflight, c.inflight[c.ihead:])
+		clear(c.inflight[n:])
+		c.inflight, c.ihead = c.inflight[:n], 0
+	}
+	c.inflight = append(c.inflight, bs...)
+}
+
+// read runs, with mu held, in the goroutine holding the reader role. It hands
+// replies to the batches in flight, in order, until own is finished, then
+// passes the role on. own is nil for a helper, which reads until someone waits
+// to take over. On a dead connection it gives the role up at once.
+func (c *Conn) read(own *Batch) {
+	for {
+		if c.err != nil {
+			c.reader = nil
+			c.reap()
+			return
+		}
+		var head *Batch
+		if c.ihead < len(c.inflight) {
+			head = c.inflight[c.ihead]
+		}
+		// Whether to wait on the socket: the helper keeps reading only
+		// while nobody else is there to.
+		stay := own != nil && !own.finished || own == nil && head != nil && c.waiter() == nil
+		if head == nil {
+			if !stay {
+				c.pass()
 				return
 			}
-			if n == 0 {
-				if start > 0 && start == len(buf) {
-					buf, start = buf[:0], 0
-				} else if len(buf) == cap(buf) {
-					// Keep the unread part; grow when it fills the buffer.
-					rest := len(buf) - start
-					if rest*2 > cap(buf) {
-						nb := make([]byte, rest, cap(buf)*2)
-						copy(nb, buf[start:])
-						buf = nb
-					} else {
-						copy(buf, buf[start:])
-						buf = buf[:rest]
-					}
-					start = 0
-				}
-				m, err := c.nc.Read(buf[len(buf):cap(buf)])
-				buf = buf[:len(buf)+m]
-				if m == 0 && err != nil {
-					c.finish(b, fmt.Errorf("upstream: read: %w", err))
-					c.die(err)
-					return
-				}
-				continue
+			// own is still queued behind the writer.
+			c.mu.Unlock()
+			err := c.readMore()
+			c.mu.Lock()
+			if err == nil && c.ihead == len(c.inflight) && c.rstart < len(c.rbuf) {
+				err = errors.New("upstream: reply to no request")
 			}
-			b.buf = append(b.buf, buf[start:start+n]...)
-			b.ends = append(b.ends, len(b.buf))
-			start += n
-			sc = resp.ReplyScanner{}
+			if err != nil {
+				c.dieLocked(err)
+			}
+			continue
 		}
-		c.finish(b, nil)
-		if c.unanswered.Add(-1) == 0 {
-			c.kick()
+		// Replies already read are handed out even when leaving: that costs
+		// no wait, and spares their owners the reader role's hand-over.
+		c.mu.Unlock()
+		complete, err := c.fill(head, stay)
+		c.mu.Lock()
+		if err != nil {
+			c.dieLocked(err)
+			continue
 		}
-		// Shrink a buffer that one huge reply grew.
-		if start == len(buf) && cap(buf) > 1<<20 {
-			buf, start = make([]byte, 0, 64<<10), 0
+		if !complete {
+			c.pass()
+			return
 		}
+		c.inflight[c.ihead] = nil
+		if c.ihead++; c.ihead == len(c.inflight) {
+			c.inflight, c.ihead = c.inflight[:0], 0
+		}
+		c.finish(head, nil)
 	}
 }
 
-func (c *Conn) finish(b *Batch, err error) {
-	if err != nil {
-		b.fail(len(b.ends), err)
+// waiter returns a batch whose owner sleeps and could take the reader role.
+func (c *Conn) waiter() *Batch {
+	for _, b := range c.inflight[c.ihead:] {
+		if b.parked {
+			return b
+		}
 	}
-	b.done <- struct{}{}
+	for _, b := range c.queue {
+		if b.parked {
+			return b
+		}
+	}
+	return nil
 }
 
-// drain fails every batch left once the reader and every writer have stopped.
-func (c *Conn) drain() {
-	c.mu.Lock()
-	err := c.err
-	queue := c.queue
-	c.queue = nil
-	c.mu.Unlock()
-	for b := range c.inflight {
-		c.finish(b, err)
+// pass gives the reader role up, with mu held: to a sleeping owner if there is
+// one, else to nobody. Owners still awake need no wake-up: each takes the free
+// role when it comes to wait, the writer once it has written (and a writer
+// with much to send makes sure someone reads meanwhile: see ensureReader).
+func (c *Conn) pass() {
+	c.reader = c.waiter()
+	if c.reader != nil {
+		c.wake(c.reader)
 	}
-	for _, b := range queue {
-		c.finish(b, err)
+}
+
+// fill hands replies to b until it has all of them. It waits for more bytes
+// only if wait is set; otherwise it reports false when the bytes read so far
+// run out. A reply cut short stays with the scanner, which resumes it.
+func (c *Conn) fill(b *Batch, wait bool) (bool, error) {
+	for len(b.ends) < len(b.reqs) {
+		n, err := c.sc.Scan(c.rbuf[c.rstart:])
+		if err != nil {
+			return false, fmt.Errorf("upstream: bad reply: %w", err)
+		}
+		if n == 0 {
+			if !wait {
+				return false, nil
+			}
+			if err := c.readMore(); err != nil {
+				return false, err
+			}
+			continue
+		}
+		b.buf = append(b.buf, c.rbuf[c.rstart:c.rstart+n]...)
+		b.ends = append(b.ends, len(b.buf))
+		c.rstart += n
 	}
+	// Shrink a buffer that one huge reply grew.
+	if c.rstart == len(c.rbuf) && cap(c.rbuf) > 1<<20 {
+		c.rbuf, c.rstart = make([]byte, 0, bufSize), 0
+	}
+	return true, nil
+}
+
+// readMore reads what the socket has into rbuf, keeping the bytes not yet
+// handed out.
+func (c *Conn) readMore() error {
+	buf, start := c.rbuf, c.rstart
+	if start > 0 && start == len(buf) {
+		buf, start = buf[:0], 0
+	} else if len(buf) == cap(buf) {
+		// Keep the unread part; grow when it fills the buffer.
+		rest := len(buf) - start
+		if rest*2 > cap(buf) {
+			nb := make([]byte, rest, cap(buf)*2)
+			copy(nb, buf[start:])
+			buf = nb
+		} else {
+			copy(buf, buf[start:])
+			buf = buf[:rest]
+		}
+		start = 0
+	}
+	m, err := c.nc.Read(buf[len(buf):cap(buf)])
+	c.rbuf, c.rstart = buf[:len(buf)+m], start
+	if m == 0 && err != nil {
+		return fmt.Errorf("upstream: read: %w", err)
+	}
+	return nil
 }

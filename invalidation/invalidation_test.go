@@ -23,9 +23,11 @@ const waitLimit = 5 * time.Second
 
 type call struct {
 	op  string // invalidate, flushall, suspend, resume
-	db  int
+	db  int    // everyDB for InvalidateEveryDB
 	key string
 }
+
+const everyDB = -1
 
 func (c call) String() string {
 	if c.op == "invalidate" {
@@ -36,9 +38,10 @@ func (c call) String() string {
 
 // recorder is a Target that records every call in order.
 type recorder struct {
-	mu        sync.Mutex
-	calls     []call
-	onSuspend func() // run inside Suspend when set
+	mu           sync.Mutex
+	calls        []call
+	onSuspend    func() // run inside Suspend when set
+	onInvalidate func() // run inside Invalidate when set
 }
 
 var _ Target = (*recorder)(nil)
@@ -49,8 +52,17 @@ func (r *recorder) add(c call) {
 	r.mu.Unlock()
 }
 
-func (r *recorder) Invalidate(db int, key []byte) { r.add(call{"invalidate", db, string(key)}) }
-func (r *recorder) FlushAll()                     { r.add(call{op: "flushall"}) }
+func (r *recorder) Invalidate(db int, key []byte) {
+	r.add(call{"invalidate", db, string(key)})
+	r.mu.Lock()
+	f := r.onInvalidate
+	r.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+func (r *recorder) InvalidateEveryDB(key []byte) { r.add(call{"invalidate", everyDB, string(key)}) }
+func (r *recorder) FlushAll()                    { r.add(call{op: "flushall"}) }
 func (r *recorder) Suspend() {
 	r.add(call{op: "suspend"})
 	r.mu.Lock()
@@ -77,6 +89,17 @@ func (r *recorder) trust() string {
 		}
 	}
 	return strings.Join(ops, " ")
+}
+
+// count is how many calls equal c.
+func (r *recorder) count(c call) int {
+	n := 0
+	for _, got := range r.snapshot() {
+		if got == c {
+			n++
+		}
+	}
+	return n
 }
 
 // waitTrust waits until the suspend/resume sequence is exactly want.
@@ -134,16 +157,30 @@ type harness struct {
 	logs *syncBuffer
 }
 
-// run starts a Subscriber with short timings against opts and stops it, checking
-// that Run returns and leaves the Target suspended, when the test ends.
-func run(t *testing.T, opts *redis.Options, allowConfigSet bool) *harness {
+// run starts a Subscriber with short timings against cfg.Options, tweaked
+// before it runs, and stops it, checking that Run returns and leaves the
+// Target suspended, when the test ends. The canary and the poller run at short
+// intervals unless cfg says otherwise.
+func run(t *testing.T, cfg Config, tweaks ...func(*Subscriber)) *harness {
 	t.Helper()
 	h := &harness{rec: &recorder{}, logs: &syncBuffer{}}
-	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h.sub = New(Config{Options: opts, AllowConfigSet: allowConfigSet, Logger: log}, h.rec)
+	cfg.Logger = slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if cfg.CanaryInterval == 0 {
+		cfg.CanaryInterval = 20 * time.Millisecond
+	}
+	if cfg.CanaryTimeout == 0 {
+		cfg.CanaryTimeout = 2 * time.Second
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = 20 * time.Millisecond
+	}
+	h.sub = New(cfg, h.rec)
 	h.sub.pingInterval = 50 * time.Millisecond
 	h.sub.recheckInterval = 50 * time.Millisecond
 	h.sub.minBackoff, h.sub.maxBackoff = 10*time.Millisecond, 100*time.Millisecond
+	for _, tweak := range tweaks {
+		tweak(h.sub)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h.sub.Run(ctx) }()
@@ -195,7 +232,7 @@ func notifyConfig(t *testing.T, c *redis.Client) string {
 func TestInvalidatesWritesFromAnyClient(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, redistest.Options{})
-	h := run(t, &redis.Options{Addr: srv.Addr()}, false)
+	h := run(t, Config{Options: &redis.Options{Addr: srv.Addr()}})
 	h.waitReady(t)
 	if got := h.rec.trust(); got != "suspend resume" {
 		t.Fatalf("trust sequence %q, want %q", got, "suspend resume")
@@ -218,7 +255,7 @@ func TestInvalidatesWritesFromAnyClient(t *testing.T) {
 func TestIgnoresKeymissAndMalformedChannels(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, redistest.Options{NotifyKeyspaceEvents: "KEAm"})
-	h := run(t, &redis.Options{Addr: srv.Addr()}, false)
+	h := run(t, Config{Options: &redis.Options{Addr: srv.Addr()}})
 	h.waitReady(t)
 	c := srv.Client(0)
 	ctx := context.Background()
@@ -253,7 +290,7 @@ func TestIgnoresKeymissAndMalformedChannels(t *testing.T) {
 func TestEnablesNotificationsWhenAllowed(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, redistest.Options{NotifyKeyspaceEvents: "none"})
-	h := run(t, &redis.Options{Addr: srv.Addr()}, true)
+	h := run(t, Config{Options: &redis.Options{Addr: srv.Addr()}, AllowConfigSet: true})
 	h.waitReady(t)
 	c := srv.Client(0)
 	if got := notifyConfig(t, c); got != "AK" {
@@ -293,7 +330,7 @@ func configCalls(t *testing.T, c *redis.Client) int {
 func TestDisablesCachingWhenNotificationsOffAndNotAllowed(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, redistest.Options{NotifyKeyspaceEvents: "none"})
-	h := run(t, &redis.Options{Addr: srv.Addr()}, false)
+	h := run(t, Config{Options: &redis.Options{Addr: srv.Addr()}})
 	c := srv.Client(0)
 
 	waitUntil(t, "CachingDisabled", func() bool { return h.sub.State().CachingDisabled != "" })
@@ -351,7 +388,7 @@ func checkResubscribes(t *testing.T, srv *redistest.Server, h *harness, lose fun
 func TestResubscribesAfterClientKill(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, redistest.Options{})
-	h := run(t, &redis.Options{Addr: srv.Addr()}, false)
+	h := run(t, Config{Options: &redis.Options{Addr: srv.Addr()}})
 	checkResubscribes(t, srv, h, func() {
 		n, err := srv.Client(0).ClientKillByFilter(context.Background(), "TYPE", "pubsub").Result()
 		if err != nil || n != 1 {
@@ -363,14 +400,14 @@ func TestResubscribesAfterClientKill(t *testing.T) {
 func TestResubscribesAfterRestart(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, redistest.Options{})
-	h := run(t, &redis.Options{Addr: srv.Addr()}, false)
+	h := run(t, Config{Options: &redis.Options{Addr: srv.Addr()}})
 	checkResubscribes(t, srv, h, srv.Restart)
 }
 
 func TestReappliesConfigAfterRestart(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, redistest.Options{NotifyKeyspaceEvents: "none"})
-	h := run(t, &redis.Options{Addr: srv.Addr()}, true)
+	h := run(t, Config{Options: &redis.Options{Addr: srv.Addr()}, AllowConfigSet: true})
 	// The new server starts with notifications off: events flow again only if
 	// the subscriber re-applies them.
 	checkResubscribes(t, srv, h, srv.Restart)
@@ -379,10 +416,42 @@ func TestReappliesConfigAfterRestart(t *testing.T) {
 	}
 }
 
-func TestDisablesCachingWhenConfigRefused(t *testing.T) {
+// TestConfigRefusedTrustsCanary: a server that refuses CONFIG (managed Redis)
+// but publishes notifications is trusted once the canary's own notification
+// arrives.
+func TestConfigRefusedTrustsCanary(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, redistest.Options{Args: []string{"--rename-command", "CONFIG", ""}})
-	h := run(t, &redis.Options{Addr: srv.Addr()}, true)
+	h := run(t, Config{Options: &redis.Options{Addr: srv.Addr()}, AllowConfigSet: true})
+	h.waitReady(t)
+	if st := h.sub.State(); st.CachingDisabled != "" || st.Canaries < 1 {
+		t.Errorf("state %+v; want enabled, trusted by a canary", st)
+	}
+	set(t, srv.Client(0), "k")
+	h.rec.waitInvalidate(t, 0, "k")
+}
+
+// TestConfigRefusedWithoutNotifications: CONFIG refused and nothing published:
+// without the canary's notification the stream is never trusted.
+func TestConfigRefusedWithoutNotifications(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{NotifyKeyspaceEvents: "none", Args: []string{"--rename-command", "CONFIG", ""}})
+	h := run(t, Config{Options: &redis.Options{Addr: srv.Addr()}, AllowConfigSet: true, CanaryTimeout: 100 * time.Millisecond})
+	waitUntil(t, "CachingDisabled", func() bool { return h.sub.State().CachingDisabled != "" })
+	if reason := h.sub.State().CachingDisabled; !strings.Contains(reason, "refused") || !strings.Contains(reason, "canary") {
+		t.Errorf("CachingDisabled = %q; want it to say CONFIG was refused and the canary not notified", reason)
+	}
+	if got := h.rec.trust(); got != "suspend" {
+		t.Errorf("trust sequence %q, want %q", got, "suspend")
+	}
+}
+
+// TestConfigRefusedWithoutCanary: with neither CONFIG nor the canary nothing
+// can vouch for the stream.
+func TestConfigRefusedWithoutCanary(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{Args: []string{"--rename-command", "CONFIG", ""}})
+	h := run(t, Config{Options: &redis.Options{Addr: srv.Addr()}, AllowConfigSet: true, CanaryInterval: -1})
 	waitUntil(t, "CachingDisabled", func() bool { return h.sub.State().CachingDisabled != "" })
 	if reason := h.sub.State().CachingDisabled; !strings.Contains(reason, "refused") {
 		t.Errorf("CachingDisabled = %q; want it to say CONFIG was refused", reason)
@@ -397,7 +466,7 @@ func TestDisablesCachingWhenConfigRefused(t *testing.T) {
 // when a network path dies without a FIN or RST.
 type bridge struct {
 	ln        net.Listener
-	target    string
+	target    atomic.Pointer[string] // where new connections go
 	blackhole atomic.Bool
 	wg        sync.WaitGroup
 	mu        sync.Mutex
@@ -410,7 +479,8 @@ func newBridge(t *testing.T, target string) *bridge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &bridge{ln: ln, target: target}
+	b := &bridge{ln: ln}
+	b.target.Store(&target)
 	b.wg.Go(b.accept)
 	t.Cleanup(b.close)
 	return b
@@ -425,7 +495,7 @@ func (b *bridge) accept() {
 			return
 		}
 		b.accepted.Add(1)
-		up, err := net.Dial("tcp", b.target)
+		up, err := net.Dial("tcp", *b.target.Load())
 		if err != nil {
 			c.Close()
 			continue
@@ -469,7 +539,7 @@ func TestDetectsSilentLoss(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	br := newBridge(t, srv.Addr())
 	opts := &redis.Options{Addr: br.addr(), DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond}
-	h := run(t, opts, false)
+	h := run(t, Config{Options: opts})
 	checkResubscribes(t, srv, h, func() {
 		br.blackhole.Store(true)
 		h.rec.waitTrust(t, "suspend resume suspend")
@@ -490,7 +560,7 @@ func TestSuspendsBeforeAnyRedial(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, redistest.Options{})
 	br := newBridge(t, srv.Addr())
-	h := run(t, &redis.Options{Addr: br.addr()}, false)
+	h := run(t, Config{Options: &redis.Options{Addr: br.addr()}})
 	h.waitReady(t)
 	dialed := br.accepted.Load()
 	var atSuspend atomic.Int64
@@ -510,7 +580,7 @@ func TestSuspendsBeforeAnyRedial(t *testing.T) {
 func TestRunTwice(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, redistest.Options{})
-	h := run(t, &redis.Options{Addr: srv.Addr()}, false)
+	h := run(t, Config{Options: &redis.Options{Addr: srv.Addr()}})
 	h.waitReady(t)
 	if err := h.sub.Run(context.Background()); err == nil {
 		t.Fatal("second Run returned nil")

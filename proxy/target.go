@@ -8,10 +8,28 @@ import (
 // the proxy's metrics counting what it does.
 func (s *Server) KeyspaceTarget() invalidation.Target { return keyspaceTarget{s} }
 
+// CachedPrefixes are the prefixes of the policies that cache, "" included
+// when the default one does: every key the L1 may hold starts with one of
+// them. Tracking mode is told of writes under these prefixes only.
+func (s *Server) CachedPrefixes() []string {
+	prefixes := []string{}
+	for _, p := range s.policies.Load().set.All() {
+		if p.Cache {
+			prefixes = append(prefixes, p.Prefix)
+		}
+	}
+	return prefixes
+}
+
 type keyspaceTarget struct{ s *Server }
 
 func (t keyspaceTarget) Invalidate(db int, key []byte) {
 	t.s.cache.Invalidate(db, key)
+	t.s.metrics.inv.keyspace.Inc()
+}
+
+func (t keyspaceTarget) InvalidateEveryDB(key []byte) {
+	t.s.cache.InvalidateEveryDB(key)
 	t.s.metrics.inv.keyspace.Inc()
 }
 

@@ -4,20 +4,31 @@ import (
 	"bytes"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tidwall/redcon"
 )
 
 var (
-	replyOK   = []byte("+OK\r\n")
-	replyPong = []byte("+PONG\r\n")
-	replyNil  = []byte("$-1\r\n")
+	replyOK    = []byte("+OK\r\n")
+	replyPong  = []byte("+PONG\r\n")
+	replyNil   = []byte("$-1\r\n")
+	replyReset = []byte("+RESET\r\n")
 )
 
-// local answers the commands that concern only the client's own connection,
-// with the replies and errors Redis would give.
+// local answers the commands that concern the client's own connection, or
+// that the proxy must see before the upstream does, with the replies and
+// errors Redis would give.
 func (c *client) local(rt *routeInfo, cmd redcon.Command) {
 	args := cmd.Args
+	if rt.name == "cacheproxy" {
+		c.admin(args) // the proxy's own command: the upstream's table does not know it
+		return
+	}
+	if msg := c.commandError(args); msg != "" {
+		c.emitError(msg)
+		return
+	}
 	switch rt.name {
 	case "ping":
 		switch len(args) {
@@ -26,13 +37,9 @@ func (c *client) local(rt *routeInfo, cmd redcon.Command) {
 		case 2:
 			c.emit(c.appendBulk(args[1]))
 		default:
-			c.emitError(arityError(rt.name))
+			c.emitError(arityError("ping"))
 		}
 	case "echo":
-		if len(args) != 2 {
-			c.emitError(arityError(rt.name))
-			return
-		}
 		c.emit(c.appendBulk(args[1]))
 	case "quit":
 		c.flush()
@@ -40,10 +47,6 @@ func (c *client) local(rt *routeInfo, cmd redcon.Command) {
 		c.conn.Close()
 		c.conn = nil
 	case "select":
-		if len(args) != 2 {
-			c.emitError(arityError(rt.name))
-			return
-		}
 		db, err := strconv.Atoi(string(args[1]))
 		switch {
 		case err != nil:
@@ -54,31 +57,47 @@ func (c *client) local(rt *routeInfo, cmd redcon.Command) {
 			// Commands queued so far belong to the old database.
 			c.flush()
 			c.db = db
+			c.publish()
 			c.emit(replyOK)
 		}
 	case "hello":
 		c.hello(args)
 	case "client":
-		c.clientCommand(args)
+		c.clientCommand(cmd)
 	case "auth":
-		switch len(args) {
-		case 2:
-			c.emitError("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
-		case 3:
-			c.emitError("WRONGPASS invalid username-password pair or user is disabled.")
-		default:
-			c.emitError("ERR syntax error")
-		}
+		c.authenticate(args)
 	case "reset":
 		c.flush()
-		c.release()
-		c.db, c.name = c.s.db0, ""
-		c.emit([]byte("+RESET\r\n"))
+		c.resetState()
+		c.emit(replyReset)
 	case "multi", "watch":
 		c.beginTx(cmd)
+	case "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe":
+		c.subscribe(rt, cmd)
+	case "info":
+		c.info(cmd)
+	case "config":
+		c.config(cmd)
 	default:
-		c.emitError("ERR cacheproxy: " + strings.ToUpper(rt.name) + " is not supported through the proxy; connect to Redis directly for it")
+		c.emitError(refusal(args[0]))
 	}
+}
+
+// refusal is the error for commands that cannot work through a proxy: they
+// would act on the proxy's shared upstream connections, or make one a replica
+// or monitor stream, rather than serve the client.
+func refusal(name []byte) string {
+	return "ERR cacheproxy: " + strings.ToUpper(string(name)) + " is not supported through the proxy; connect to Redis directly for it"
+}
+
+// resetState is RESET's effect on the proxy's side of the connection: no
+// transaction, the initial database, no name, and not authenticated when the
+// proxy requires AUTH.
+func (c *client) resetState() {
+	c.release()
+	c.db, c.name = c.s.db0, ""
+	c.setFlag(clientNoEvict, false)
+	c.setAuthed(!c.s.auth.required, "default")
 }
 
 func arityError(name string) string {
@@ -97,12 +116,18 @@ func (c *client) appendBulk(b []byte) []byte {
 	return c.arena[start:len(c.arena):len(c.arena)]
 }
 
+func (c *client) emitInt(n int64) {
+	start := len(c.arena)
+	c.arena = redcon.AppendInt(c.arena, n)
+	c.emit(c.arena[start:len(c.arena):len(c.arena)])
+}
+
 // hello implements HELLO [protover [AUTH user pass] [SETNAME name]] for RESP2
 // only. HELLO 3 gets NOPROTO, which is what makes go-redis v9 and other RESP3
-// clients fall back to RESP2.
+// clients fall back to RESP2 (and AUTH separately).
 func (c *client) hello(args [][]byte) {
 	if len(args) >= 2 {
-		ver, err := strconv.Atoi(string(args[1]))
+		ver, err := strconv.ParseInt(string(args[1]), 10, 64)
 		if err != nil {
 			c.emitError("ERR Protocol version is not an integer or out of range")
 			return
@@ -112,27 +137,40 @@ func (c *client) hello(args [][]byte) {
 			return
 		}
 	}
-	name, setName := "", false
+	var user, pass, name []byte
+	setName := false
 	for i := 2; i < len(args); i++ {
-		opt := strings.ToLower(string(args[i]))
-		switch {
-		case opt == "auth" && i+2 < len(args):
-			c.emitError("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
-			return
-		case opt == "setname" && i+1 < len(args):
+		more := len(args) - 1 - i
+		switch opt := strings.ToLower(string(args[i])); {
+		case opt == "auth" && more >= 2:
+			user, pass = args[i+1], args[i+2]
+			i += 2
+		case opt == "setname" && more >= 1:
 			if !validClientName(args[i+1]) {
 				c.emitError("ERR Client names cannot contain spaces, newlines or special characters.")
 				return
 			}
-			name, setName = string(args[i+1]), true
+			name, setName = args[i+1], true
 			i++
 		default:
 			c.emitError("ERR Syntax error in HELLO option '" + string(args[i]) + "'")
 			return
 		}
 	}
+	if user != nil {
+		if !c.s.auth.check(string(user), pass) {
+			c.emitError(errWrongPass)
+			return
+		}
+		c.setAuthed(true, string(user))
+	}
+	if !c.authed {
+		c.emitError(errHelloAuth)
+		return
+	}
 	if setName {
-		c.name = name
+		c.name = string(name)
+		c.publish()
 	}
 	start := len(c.arena)
 	b := redcon.AppendArray(c.arena, 14)
@@ -154,50 +192,32 @@ func (c *client) hello(args [][]byte) {
 	c.emit(c.arena[start:len(c.arena):len(c.arena)])
 }
 
-// clientCommand answers the CLIENT subcommands that describe the client's own
-// connection. The others would act on the proxy's shared upstream connections,
-// not on the client, so they are refused.
-func (c *client) clientCommand(args [][]byte) {
-	if len(args) < 2 {
-		c.emitError(arityError("client"))
-		return
-	}
-	sub := strings.ToLower(string(args[1]))
-	switch sub {
+// clientCommand answers the CLIENT subcommands about the proxy's own clients
+// (this connection, or others for LIST and KILL). PAUSE and UNPAUSE act on the
+// upstream, which is what pausing the proxy's clients means. Subcommands that
+// would change how the upstream treats the proxy's shared connections are
+// refused; unknown ones get the upstream's error. commandError has checked the
+// subcommand and its arity.
+func (c *client) clientCommand(cmd redcon.Command) {
+	args := cmd.Args
+	switch sub := strings.ToLower(string(args[1])); sub {
 	case "setname":
-		if len(args) != 3 {
-			c.emitError(arityError("client|setname"))
-			return
-		}
 		if !validClientName(args[2]) {
 			c.emitError("ERR Client names cannot contain spaces, newlines or special characters.")
 			return
 		}
 		c.name = string(args[2])
+		c.publish()
 		c.emit(replyOK)
 	case "getname":
-		if len(args) != 2 {
-			c.emitError(arityError("client|getname"))
-			return
-		}
 		if c.name == "" {
 			c.emit(replyNil)
 			return
 		}
 		c.emit(c.appendBulk([]byte(c.name)))
 	case "id":
-		if len(args) != 2 {
-			c.emitError(arityError("client|id"))
-			return
-		}
-		start := len(c.arena)
-		c.arena = redcon.AppendInt(c.arena, c.id)
-		c.emit(c.arena[start:len(c.arena):len(c.arena)])
+		c.emitInt(c.id)
 	case "setinfo":
-		if len(args) != 4 {
-			c.emitError(arityError("client|setinfo"))
-			return
-		}
 		attr := strings.ToLower(string(args[2]))
 		if attr != "lib-name" && attr != "lib-ver" {
 			c.emitError("ERR Unrecognized option '" + string(args[2]) + "'")
@@ -208,10 +228,35 @@ func (c *client) clientCommand(args [][]byte) {
 			return
 		}
 		c.emit(replyOK)
-	default:
+	case "info":
+		c.emit(c.appendBulk(clientLine(nil, c, time.Now())))
+	case "list":
+		c.clientList(args)
+	case "kill":
+		c.clientKill(args)
+	case "no-evict":
+		switch strings.ToLower(string(args[2])) {
+		case "on", "off":
+			c.setFlag(clientNoEvict, strings.EqualFold(string(args[2]), "on"))
+			c.emit(replyOK)
+		default:
+			c.emitError("ERR syntax error")
+		}
+	case "getredir":
+		c.emitInt(-1)
+	case "trackinginfo":
+		c.emit(trackingOff)
+	case "pause", "unpause", "help":
+		c.forward(cmd.Raw)
+	case "tracking", "caching":
+		c.emitError("ERR cacheproxy: CLIENT " + strings.ToUpper(sub) + " is not supported through the proxy: the proxy caches and invalidates for its clients itself")
+	default: // REPLY, UNBLOCK, and whatever a newer Redis adds
 		c.emitError("ERR cacheproxy: CLIENT " + strings.ToUpper(sub) + " is not supported through the proxy")
 	}
 }
+
+// trackingOff is CLIENT TRACKINGINFO of a client without tracking.
+var trackingOff = []byte("*6\r\n$5\r\nflags\r\n*1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n")
 
 // validClientName applies Redis's rule: printable ASCII without spaces.
 func validClientName(b []byte) bool {

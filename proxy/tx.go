@@ -3,23 +3,36 @@ package proxy
 import (
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/tidwall/redcon"
 
 	"github.com/cacheproxy/cacheproxy/commands"
+	"github.com/cacheproxy/cacheproxy/invalidation"
 	"github.com/cacheproxy/cacheproxy/upstream"
 )
 
 // txState is a client's hold on a dedicated upstream connection for MULTI or
-// WATCH: both leave state on the connection, which must not be shared.
+// WATCH, or for one blocking command: each leaves state on the connection, or
+// holds it, so it must not be shared.
 type txState struct {
 	conn  *upstream.Conn
 	multi bool
 	// db is the database the connection will be in after the queued commands
-	// run: SELECT inside MULTI takes effect at EXEC.
-	db int
+	// run: SELECT inside MULTI takes effect at EXEC. connDB is the one it is in
+	// now.
+	db, connDB int
 	// queued are the writes queued since MULTI, copied, invalidated at EXEC.
 	queued []queuedWrite
+	// aborted: the proxy refused a command inside MULTI, so EXEC must discard
+	// the transaction, as Redis does after an error while queueing.
+	aborted bool
+	// clean: the reply that ended the session proves the connection holds no
+	// MULTI or WATCH state; dirty: it may hold other state (a SELECT inside
+	// MULTI, whose effect depends on EXEC). Only a clean connection that is not
+	// dirty is used again.
+	clean, dirty bool
 }
 
 type queuedWrite struct {
@@ -32,44 +45,75 @@ type queuedWrite struct {
 // WATCH there.
 func (c *client) beginTx(cmd redcon.Command) {
 	c.flush()
-	conn, err := c.s.up.Dedicated(c.s.ctx, c.db)
+	conn, err := c.s.dedicated(c.db)
 	if err != nil {
 		c.emitError("ERR cacheproxy: upstream unavailable (" + sanitize(err.Error()) + ")")
 		return
 	}
-	c.tx = &txState{conn: conn, db: c.db}
+	c.tx = &txState{conn: conn, db: c.db, connDB: c.db}
 	c.txCommand(cmd)
 }
 
 // txCommand runs a command while the client holds a dedicated connection.
-// Nothing is answered from the L1 here: reads inside MULTI are queued by Redis.
+// Nothing is answered from the L1 here: reads inside MULTI are queued by Redis,
+// and under WATCH they go to the watching connection.
 func (c *client) txCommand(cmd redcon.Command) {
 	args := cmd.Args
+	tx := c.tx
+	if rt := route(args[0]); rt.kind == routeLocal {
+		switch {
+		case rt.name == "quit" || rt.name == "reset":
+			c.local(rt, cmd)
+			return
+		case !tx.multi && rt.name != "multi" && rt.name != "watch" && rt.name != "select":
+			// Under WATCH alone the connection's own commands are the
+			// proxy's, as outside a transaction.
+			c.local(rt, cmd)
+			return
+		case tx.multi && queueRefused(rt.name, args):
+			// Redis would queue these and run them at EXEC on the upstream
+			// connection, not on the client's: refuse them, and abort the
+			// transaction as Redis does after an error while queueing.
+			if msg := c.commandError(args); msg != "" {
+				c.emitError(msg)
+			} else {
+				c.emitError("ERR cacheproxy: " + strings.ToUpper(string(args[0])) + " inside MULTI is not supported through the proxy")
+			}
+			tx.aborted = true
+			return
+		}
+	}
 	name := strings.ToLower(string(args[0]))
-	switch name {
-	case "quit", "reset":
-		c.local(route(args[0]), cmd)
+	info := c.s.cmds.Lookup(args)
+	switch {
+	case name == "exec" && tx.multi && tx.aborted:
+		c.batch.Add(cmdDiscard) // ends the upstream's MULTI; its reply is not the client's
+		c.slots = append(c.slots, slot{kind: slotData, data: replyExecAbort})
+		tx.queued = nil
+		tx.clean = false
+		c.endTx()
 		return
-	case "subscribe", "psubscribe", "ssubscribe", "monitor", "sync", "psync":
-		c.local(route(args[0]), cmd)
+	case name == "exec" && tx.multi:
+		c.slots = append(c.slots, slot{kind: slotTx, idx: c.batch.Add(cmd.Raw), aux: txExec})
+		c.endTx()
+		return
+	case name == "discard" && tx.multi, name == "unwatch" && !tx.multi:
+		c.slots = append(c.slots, slot{kind: slotTx, idx: c.batch.Add(cmd.Raw), aux: txEnd})
+		c.endTx()
 		return
 	}
-	tx := c.tx
-	info := c.s.cmds.Lookup(args)
 	idx := c.batch.Add(cmd.Raw)
 	switch {
 	case name == "multi":
-		tx.multi = true
-		c.slots = append(c.slots, slot{kind: slotTx, idx: idx, aux: txMulti})
-	case name == "exec":
-		c.slots = append(c.slots, slot{kind: slotTx, idx: idx, aux: txExec})
-		c.endTx()
-	case name == "discard":
-		c.slots = append(c.slots, slot{kind: slotTx, idx: idx, aux: txDiscard})
-		c.endTx()
-	case name == "unwatch" && !tx.multi:
-		c.slots = append(c.slots, slot{kind: slotTx, idx: idx, aux: txDiscard})
-		c.endTx()
+		c.slots = append(c.slots, slot{kind: slotUp, idx: idx})
+		if len(args) == 1 && !tx.multi {
+			// Later commands of this pipeline are queued: they must be known
+			// as such before MULTI's reply is.
+			tx.multi = true
+			c.multi.Store(0)
+			c.setFlag(clientMulti, true)
+			return
+		}
 	case name == "select" && len(args) == 2:
 		c.slots = append(c.slots, slot{kind: slotTx, idx: idx, aux: txSelect, args: args})
 	case info != nil && writes(info):
@@ -82,12 +126,41 @@ func (c *client) txCommand(cmd redcon.Command) {
 	default:
 		c.slots = append(c.slots, slot{kind: slotUp, idx: idx})
 	}
+	if tx.multi {
+		c.multi.Add(1)
+	} else if info != nil && info.Flags.Has(commands.Blocking) {
+		// A blocking command under WATCH blocks the watching connection.
+		c.flushWatched(tx.conn)
+	}
 }
 
+// queueRefused lists what the proxy will not queue inside MULTI: commands
+// that would change the upstream connection's own state (its subscriptions,
+// user, name, protocol) where Redis would change the client's, and
+// notify-keyspace-events changes the cache cannot live with.
+func queueRefused(name string, args [][]byte) bool {
+	switch name {
+	case "subscribe", "psubscribe", "ssubscribe", "auth", "hello", "client",
+		"monitor", "sync", "psync", "replconf":
+		return true
+	case "config":
+		for i := 2; i+1 < len(args); i += 2 {
+			if strings.EqualFold(string(args[i]), "notify-keyspace-events") && !invalidation.KeyspaceEventsSufficient(string(args[i+1])) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+var (
+	cmdDiscard     = []byte("*1\r\n$7\r\nDISCARD\r\n")
+	replyExecAbort = []byte("-EXECABORT Transaction discarded because of previous errors.\r\n")
+)
+
 const (
-	txMulti = iota
-	txExec
-	txDiscard
+	txExec = iota
+	txEnd  // DISCARD, or UNWATCH outside MULTI
 	txSelect
 )
 
@@ -104,15 +177,25 @@ func (c *client) settleTx(s *slot) {
 		for _, w := range tx.queued {
 			c.invalidateWrite(w.db, w.info, w.args)
 		}
-		if len(reply) > 0 && reply[0] == '*' && !isNil(reply) {
+		ran := len(reply) > 0 && reply[0] == '*' && !isNil(reply)
+		if ran {
 			c.db = tx.db
+			c.publish()
 		}
+		// An array (nil when a watched key changed) or EXECABORT: either way
+		// Redis has ended the transaction and dropped every WATCH.
+		tx.clean = (len(reply) > 0 && reply[0] == '*') || strings.HasPrefix(string(reply), "-EXECABORT")
+	case txEnd:
+		tx.clean = string(reply) == "+OK\r\n"
 	case txSelect:
 		db, err := strconv.Atoi(string(s.args[1]))
 		if err == nil && len(reply) > 0 && reply[0] == '+' {
 			tx.db = db
-			if !tx.multi {
-				c.db = db
+			if tx.multi {
+				tx.dirty = true
+			} else {
+				c.db, tx.connDB = db, db
+				c.publish()
 			}
 		}
 	}
@@ -123,7 +206,11 @@ func (c *client) settleTx(s *slot) {
 // takes the shared path.
 func (c *client) endTx() {
 	c.flush()
-	c.release()
+	tx := c.tx
+	c.tx = nil
+	c.multi.Store(-1)
+	c.setFlag(clientMulti, false)
+	c.s.idle.put(tx)
 }
 
 func copyArgs(args [][]byte) [][]byte {
@@ -142,13 +229,14 @@ func copyArgs(args [][]byte) [][]byte {
 
 // blocking runs a command that may block (BLPOP, XREAD BLOCK, WAIT) on a
 // connection of its own, so that it never holds up other clients' commands.
+// The client's later commands wait behind it, as on Redis.
 func (c *client) blocking(cmd redcon.Command) {
-	conn, err := c.s.up.Dedicated(c.s.ctx, c.db)
+	conn, err := c.s.dedicated(c.db)
 	if err != nil {
 		c.emitError("ERR cacheproxy: upstream unavailable (" + sanitize(err.Error()) + ")")
 		return
 	}
-	c.tx = &txState{conn: conn, db: c.db}
+	c.tx = &txState{conn: conn, db: c.db, connDB: c.db}
 	info := c.s.cmds.Lookup(cmd.Args)
 	idx := c.batch.Add(cmd.Raw)
 	if info != nil && writes(info) {
@@ -156,7 +244,106 @@ func (c *client) blocking(cmd redcon.Command) {
 	} else {
 		c.slots = append(c.slots, slot{kind: slotUp, idx: idx})
 	}
-	c.endTx()
+	c.flushWatched(conn)
+	tx := c.tx
+	c.tx = nil
+	tx.clean = true // a blocking command leaves no state once answered
+	c.s.idle.put(tx)
+}
+
+// flushWatched flushes a segment that may block upstream for long, watching
+// the client meanwhile: if it disconnects, conn is closed, which ends the
+// wait and frees the upstream of the blocked command.
+func (c *client) flushWatched(conn *upstream.Conn) {
+	c.setFlag(clientBlocked, true)
+	stop := c.cc.raw.watch(conn.Close)
+	c.flush()
+	stop()
+	c.setFlag(clientBlocked, false)
+}
+
+// idleConns keeps dedicated connections whose session ended cleanly, a few
+// per database, so that a client running a transaction per request (a rate
+// limiter, say) does not pay a connect and handshake each time. A connection
+// idle for longer than idleFor is closed instead of used: the upstream may
+// have dropped it meanwhile (its timeout), and nothing is ever retried.
+type idleConns struct {
+	mu     sync.Mutex // guards byDB, closed
+	byDB   map[int][]idleConn
+	closed bool
+}
+
+type idleConn struct {
+	conn  *upstream.Conn
+	since time.Time
+}
+
+const (
+	maxIdlePerDB = 16
+	idleFor      = 10 * time.Second
+)
+
+// dedicated returns an idle connection to db, or a new one.
+func (s *Server) dedicated(db int) (*upstream.Conn, error) {
+	if conn := s.idle.take(db); conn != nil {
+		return conn, nil
+	}
+	return s.up.Dedicated(s.ctx, db)
+}
+
+func (p *idleConns) take(db int) *upstream.Conn {
+	p.mu.Lock()
+	var stale []*upstream.Conn
+	var got *upstream.Conn
+	for l := p.byDB[db]; len(l) > 0 && got == nil; l = p.byDB[db] {
+		ic := l[len(l)-1]
+		l[len(l)-1] = idleConn{}
+		p.byDB[db] = l[:len(l)-1]
+		if time.Since(ic.since) < idleFor && ic.conn.Usable() {
+			got = ic.conn
+		} else {
+			stale = append(stale, ic.conn)
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range stale {
+		c.Close()
+	}
+	return got
+}
+
+// put keeps tx's connection for reuse if its session left it clean, and
+// closes it otherwise.
+func (p *idleConns) put(tx *txState) {
+	if tx == nil {
+		return
+	}
+	if tx.clean && !tx.dirty && tx.conn.Err() == nil {
+		p.mu.Lock()
+		if !p.closed && len(p.byDB[tx.connDB]) < maxIdlePerDB {
+			if p.byDB == nil {
+				p.byDB = make(map[int][]idleConn)
+			}
+			p.byDB[tx.connDB] = append(p.byDB[tx.connDB], idleConn{conn: tx.conn, since: time.Now()})
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+	}
+	tx.conn.Close()
+}
+
+func (p *idleConns) close() {
+	p.mu.Lock()
+	p.closed = true
+	all := p.byDB
+	p.byDB = nil
+	p.mu.Unlock()
+	for _, l := range all {
+		for _, ic := range l {
+			ic.conn.Close()
+		}
+	}
 }
 
 // invalidateWrite drops from the L1 what a write may have changed. Commands

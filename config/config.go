@@ -13,6 +13,8 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -33,14 +35,46 @@ type Config struct {
 	// and find no "" entry are not cached. Policies compiles it.
 	PolicyList    []Policy     `yaml:"policies"`
 	Limits        Limits       `yaml:"limits"`
+	Auth          Auth         `yaml:"auth"`
 	UpstreamConns int          `yaml:"upstream_conns"` // multiplexed upstream connections per db, >= 1
 	Invalidation  Invalidation `yaml:"invalidation"`
 	Log           Log          `yaml:"log"`
+	// ShutdownGrace is how long a stopping proxy lets clients' commands in
+	// progress finish before it closes their connections anyway.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// ConfigPoll is how often the file is checked for changes, which are
+	// reloaded as SIGHUP would; 0 reloads on SIGHUP only.
+	ConfigPoll time.Duration `yaml:"config_poll"`
 }
 
 // L1 sizes the in-process cache.
 type L1 struct {
 	MaxMemory ByteSize `yaml:"max_memory"` // whole budget: keys plus replies; >= 1MiB
+	// Pools are carved out of MaxMemory, each with a budget of its own, so
+	// that the entries of one pool are never evicted to make room for
+	// another's; policies name their pool. The "default" pool gets what the
+	// others leave, at least 1MiB.
+	Pools map[string]Pool `yaml:"pools"`
+}
+
+// Pool is one named L1 memory pool.
+type Pool struct {
+	MaxMemory ByteSize `yaml:"max_memory"` // >= 1MiB
+}
+
+// DefaultPool is the name of the pool of policies that name none.
+const DefaultPool = "default"
+
+// PoolBudgets returns every pool's budget, the default pool's included.
+func (l L1) PoolBudgets() map[string]ByteSize {
+	out := make(map[string]ByteSize, len(l.Pools)+1)
+	rest := l.MaxMemory
+	for name, p := range l.Pools {
+		out[name] = p.MaxMemory
+		rest -= p.MaxMemory
+	}
+	out[DefaultPool] = rest
+	return out
 }
 
 // Policy is one caching rule as written in the file; see policy.Policy for what
@@ -50,6 +84,10 @@ type Policy struct {
 	Cache    *bool         `yaml:"cache"`     // nil: cache exactly when TTL > 0
 	TTL      time.Duration `yaml:"ttl"`       // required when caching; written as 30s, 5m
 	CacheNil *bool         `yaml:"cache_nil"` // nil: true
+	// MaxValueBytes bounds the replies kept (as Redis sent them, in RESP);
+	// larger ones are answered from upstream every time. 0: no bound.
+	MaxValueBytes ByteSize `yaml:"max_value_bytes"`
+	Pool          string   `yaml:"pool"` // an l1.pools name; "" or "default": the default pool
 }
 
 // Limits bound what one client may send.
@@ -58,13 +96,42 @@ type Limits struct {
 	MaxClients      int      `yaml:"max_clients"`        // >= 1
 }
 
+// Auth is who may use the proxy. Clients AUTH to the proxy, as to a Redis with
+// requirepass or ACL users; the proxy reaches the upstream with the upstream
+// URL's credentials. With neither field set, clients need no AUTH.
+type Auth struct {
+	// RequirePass is the password of the "default" user (AUTH password).
+	RequirePass string `yaml:"requirepass"`
+	// Users are named users (AUTH name password). Given without
+	// RequirePass, the default user is off.
+	Users []User `yaml:"users"`
+}
+
+// User is one named user a client may AUTH as.
+type User struct {
+	Name     string `yaml:"name"`
+	Password string `yaml:"password"`
+}
+
 // Invalidation says how the proxy learns about writes it did not see.
 type Invalidation struct {
-	Mode string `yaml:"mode"` // only "keyspace": keyspace notifications
+	// Mode is "keyspace" (keyspace notifications) or "tracking" (CLIENT
+	// TRACKING in broadcast mode, for servers that refuse CONFIG).
+	Mode string `yaml:"mode"`
 	// ConfigSet allows the proxy to CONFIG SET notify-keyspace-events on the
-	// upstream when event classes it needs are off. Without it, and without the
-	// classes, the proxy cannot invalidate and must not cache.
+	// upstream when event classes it needs are off (keyspace mode). Without
+	// it, and without the classes, the proxy cannot invalidate and must not
+	// cache.
 	ConfigSet bool `yaml:"config_set"`
+	// CanaryInterval paces the canary: a key the proxy writes to measure the
+	// notification lag and to catch a stream that silently delivers nothing.
+	CanaryInterval time.Duration `yaml:"canary_interval"`
+	// CanaryTimeout is how long a canary's notification may take before the
+	// stream counts as lost (the L1 is flushed until a new one is trusted).
+	CanaryTimeout time.Duration `yaml:"canary_timeout"`
+	// PollInterval is how often the upstream's INFO is read for restarts,
+	// failovers, and FLUSHDB, FLUSHALL or SWAPDB sent to it directly.
+	PollInterval time.Duration `yaml:"poll_interval"`
 }
 
 // Log configures the proxy's own log.
@@ -83,8 +150,16 @@ func Default() *Config {
 		PolicyList:    []Policy{{Prefix: "", TTL: 10 * time.Second}},
 		Limits:        Limits{ProtoMaxBulkLen: 512 * MiB, MaxClients: 10000},
 		UpstreamConns: 2,
-		Invalidation:  Invalidation{Mode: "keyspace", ConfigSet: true},
+		Invalidation: Invalidation{
+			Mode:           "keyspace",
+			ConfigSet:      true,
+			CanaryInterval: time.Second,
+			CanaryTimeout:  5 * time.Second,
+			PollInterval:   100 * time.Millisecond,
+		},
 		Log:           Log{Level: "info", Format: "text"},
+		ShutdownGrace: 10 * time.Second,
+		ConfigPoll:    5 * time.Second,
 	}
 }
 
@@ -128,7 +203,10 @@ func (c *Config) compilePolicies() (*policy.Set, error) {
 }
 
 func (p Policy) resolve() policy.Policy {
-	r := policy.Policy{Prefix: p.Prefix, Cache: p.TTL > 0, TTL: p.TTL, CacheNil: true}
+	r := policy.Policy{Prefix: p.Prefix, Cache: p.TTL > 0, TTL: p.TTL, CacheNil: true, MaxValueBytes: int64(p.MaxValueBytes), Pool: p.Pool}
+	if r.Pool == DefaultPool {
+		r.Pool = ""
+	}
 	if p.Cache != nil {
 		r.Cache = *p.Cache
 	}
@@ -184,6 +262,7 @@ func (c *Config) validate() []fieldError {
 	if c.L1.MaxMemory < MiB {
 		add("l1.max_memory", "%v is below the minimum of 1MiB (plain numbers are bytes; e.g. 256MiB)", c.L1.MaxMemory)
 	}
+	errs = append(errs, c.validatePools()...)
 
 	errs = append(errs, c.validatePolicies()...)
 
@@ -193,11 +272,27 @@ func (c *Config) validate() []fieldError {
 	if c.Limits.MaxClients < 1 {
 		add("limits.max_clients", "%d must be at least 1 (e.g. 10000)", c.Limits.MaxClients)
 	}
+	errs = append(errs, c.validateAuth()...)
 	if c.UpstreamConns < 1 {
 		add("upstream_conns", "%d must be at least 1 (e.g. 2)", c.UpstreamConns)
 	}
-	if c.Invalidation.Mode != "keyspace" {
-		add("invalidation.mode", `%q is not supported; only "keyspace" is, for now`, c.Invalidation.Mode)
+	switch c.Invalidation.Mode {
+	case "keyspace", "tracking":
+	default:
+		add("invalidation.mode", "%q is not one of keyspace, tracking", c.Invalidation.Mode)
+	}
+	for _, d := range []struct {
+		path string
+		v    time.Duration
+		eg   string
+	}{
+		{"invalidation.canary_interval", c.Invalidation.CanaryInterval, "1s"},
+		{"invalidation.canary_timeout", c.Invalidation.CanaryTimeout, "5s"},
+		{"invalidation.poll_interval", c.Invalidation.PollInterval, "100ms"},
+	} {
+		if d.v < minInvalidationInterval {
+			add(d.path, "%v is below the minimum of %v (e.g. %s)", d.v, minInvalidationInterval, d.eg)
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -209,8 +304,77 @@ func (c *Config) validate() []fieldError {
 	default:
 		add("log.format", "%q is not one of text, json", c.Log.Format)
 	}
+	if c.ShutdownGrace < 0 {
+		add("shutdown_grace", "%v is negative (e.g. 10s; 0 closes connections at once)", c.ShutdownGrace)
+	}
+	if c.ConfigPoll < 0 || c.ConfigPoll > 0 && c.ConfigPoll < 100*time.Millisecond {
+		add("config_poll", "%v must be 0 (reload on SIGHUP only) or at least 100ms (e.g. 5s)", c.ConfigPoll)
+	}
 	return errs
 }
+
+// validateAuth checks the users; messages never repeat a password.
+func (c *Config) validateAuth() []fieldError {
+	var errs []fieldError
+	seen := make(map[string]int, len(c.Auth.Users))
+	for i, u := range c.Auth.Users {
+		at := fmt.Sprintf("auth.users[%d]", i)
+		switch {
+		case u.Name == "":
+			errs = append(errs, fieldError{at + ".name", "is required (e.g. name: app)"})
+		case u.Name == "default":
+			errs = append(errs, fieldError{at + ".name", `"default" is the user of auth.requirepass: set that instead`})
+		case strings.ContainsAny(u.Name, " \t\r\n"):
+			errs = append(errs, fieldError{at + ".name", fmt.Sprintf("%q contains a space or a line break", u.Name)})
+		default:
+			if j, dup := seen[u.Name]; dup {
+				errs = append(errs, fieldError{at + ".name", fmt.Sprintf("%q is already the name of auth.users[%d]", u.Name, j)})
+			}
+			seen[u.Name] = i
+		}
+		if u.Password == "" {
+			errs = append(errs, fieldError{at + ".password", "is required: a user without a password would let anyone in"})
+		}
+	}
+	return errs
+}
+
+// rePoolName keeps pool names fit for metric labels and log lines.
+var rePoolName = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
+
+func (c *Config) validatePools() []fieldError {
+	var errs []fieldError
+	names := make([]string, 0, len(c.L1.Pools))
+	for name := range c.L1.Pools {
+		names = append(names, name)
+	}
+	sort.Strings(names) // one error order for one file
+	var carved ByteSize
+	for _, name := range names {
+		at := "l1.pools." + name
+		switch {
+		case name == DefaultPool:
+			errs = append(errs, fieldError{at, `is implicit: the default pool gets what the named pools leave of l1.max_memory`})
+			continue
+		case !rePoolName.MatchString(name):
+			errs = append(errs, fieldError{at, "is not a pool name: use 1 to 64 letters, digits, _ or -"})
+			continue
+		}
+		if m := c.L1.Pools[name].MaxMemory; m < MiB {
+			errs = append(errs, fieldError{at + ".max_memory", fmt.Sprintf("%v is below the minimum of 1MiB (e.g. 64MiB)", m)})
+		} else {
+			carved += m
+		}
+	}
+	if len(names) > 0 && c.L1.MaxMemory >= MiB && c.L1.MaxMemory-carved < MiB {
+		errs = append(errs, fieldError{"l1.pools", fmt.Sprintf("take %v of l1.max_memory %v, leaving less than 1MiB for the default pool", carved, c.L1.MaxMemory)})
+	}
+	return errs
+}
+
+// minInvalidationInterval bounds the invalidation timings from below: the
+// canary and the poller each cost the upstream a round trip per interval.
+const minInvalidationInterval = 10 * time.Millisecond
 
 func (c *Config) validatePolicies() []fieldError {
 	var errs []fieldError
@@ -229,6 +393,15 @@ func (c *Config) validatePolicies() []fieldError {
 		case p.Cache != nil && !*p.Cache && p.TTL > 0:
 			errs = append(errs, fieldError{at + ".ttl", fmt.Sprintf("%v is set but cache is false: remove one of them", p.TTL)})
 		}
+		caches := p.TTL > 0 && (p.Cache == nil || *p.Cache)
+		if p.MaxValueBytes > 0 && !caches {
+			errs = append(errs, fieldError{at + ".max_value_bytes", "is set but the policy does not cache: remove it, or give a ttl"})
+		}
+		if _, ok := c.L1.Pools[p.Pool]; p.Pool != "" && p.Pool != DefaultPool && !ok {
+			errs = append(errs, fieldError{at + ".pool", fmt.Sprintf("%q is not in l1.pools (%s)", p.Pool, c.poolNames())})
+		} else if p.Pool != "" && !caches {
+			errs = append(errs, fieldError{at + ".pool", "is set but the policy does not cache: remove it, or give a ttl"})
+		}
 	}
 	if len(errs) == 0 {
 		// The checks above mirror policy.Compile's with paths; this catches any rule
@@ -238,6 +411,15 @@ func (c *Config) validatePolicies() []fieldError {
 		}
 	}
 	return errs
+}
+
+func (c *Config) poolNames() string {
+	names := []string{DefaultPool}
+	for name := range c.L1.Pools {
+		names = append(names, name)
+	}
+	sort.Strings(names[1:])
+	return strings.Join(names, ", ")
 }
 
 // checkHostPort returns what is wrong with addr as a TCP listen address, or "".

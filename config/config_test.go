@@ -76,10 +76,41 @@ func TestParse(t *testing.T) {
 				t.Errorf("an empty list must cache nothing (err %v)", err)
 			}
 		}},
+		{name: "pools and per-policy limits", input: `
+l1:
+  max_memory: 256MiB
+  pools:
+    sessions: {max_memory: 64MiB}
+    big-results:
+      max_memory: 100MiB
+policies:
+  - {prefix: "session:", ttl: 30s, pool: sessions}
+  - {prefix: "q:", ttl: 5s, pool: big-results, max_value_bytes: 1MiB}
+  - {prefix: "", ttl: 10s, pool: default}
+shutdown_grace: 30s
+config_poll: 0s
+`, check: func(t *testing.T, c *Config) {
+			if got := c.L1.PoolBudgets(); len(got) != 3 || got["sessions"] != 64*MiB || got["big-results"] != 100*MiB || got[DefaultPool] != 92*MiB {
+				t.Errorf("pool budgets %v", got)
+			}
+			if c.ShutdownGrace != 30*time.Second || c.ConfigPoll != 0 {
+				t.Errorf("shutdown_grace %v config_poll %v", c.ShutdownGrace, c.ConfigPoll)
+			}
+			s, err := c.Policies()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p := s.Lookup([]byte("q:1")); p.Pool != "big-results" || p.MaxValueBytes != 1<<20 {
+				t.Errorf("q: policy %+v", *p)
+			}
+			if p := s.Lookup([]byte("x")); p.Pool != "" {
+				t.Errorf(`pool "default" compiles to %q, want ""`, p.Pool)
+			}
+		}},
 
 		// Structure.
 		{name: "unknown field", input: "listen: 127.0.0.1:6380\nlisen: 127.0.0.1:1\n",
-			wantErr: "config t.yaml:2: lisen: unknown field; valid fields are listen, upstream, metrics, l1, policies, limits, upstream_conns, invalidation, log"},
+			wantErr: "config t.yaml:2: lisen: unknown field; valid fields are listen, upstream, metrics, l1, policies, limits, "},
 		{name: "unknown nested field", input: "l1:\n  max_memroy: 1GiB\n",
 			wantErr: "config t.yaml:2: l1.max_memroy: unknown field; valid fields are max_memory"},
 		{name: "unknown policy field", input: "policies:\n  - prefix: a\n    ttl: 1s\n    tll: 2s\n",
@@ -164,12 +195,44 @@ func TestParse(t *testing.T) {
 			wantErr: `upstream: "redis://127.0.0.1:6379/x" is not a Redis URL: redis: invalid database number: "x"`},
 		{name: "upstream negative db", input: "upstream: redis://127.0.0.1:6379/-1\n",
 			wantErr: `upstream: "redis://127.0.0.1:6379/-1" names a negative database`},
-		{name: "invalidation mode", input: "invalidation:\n  mode: tracking\n",
-			wantErr: `config t.yaml:2: invalidation.mode: "tracking" is not supported; only "keyspace" is, for now`},
+		{name: "invalidation mode", input: "invalidation:\n  mode: push\n",
+			wantErr: `config t.yaml:2: invalidation.mode: "push" is not one of keyspace, tracking`},
+		{name: "invalidation canary interval", input: "invalidation:\n  canary_interval: 0s\n",
+			wantErr: `config t.yaml:2: invalidation.canary_interval: 0s is below the minimum of 10ms (e.g. 1s)`},
+		{name: "invalidation canary timeout", input: "invalidation:\n  canary_timeout: 1ms\n",
+			wantErr: `config t.yaml:2: invalidation.canary_timeout: 1ms is below the minimum of 10ms (e.g. 5s)`},
+		{name: "invalidation poll interval", input: "invalidation:\n  poll_interval: -1s\n",
+			wantErr: `config t.yaml:2: invalidation.poll_interval: -1s is below the minimum of 10ms (e.g. 100ms)`},
 		{name: "log level", input: "log:\n  level: verbose\n",
 			wantErr: `config t.yaml:2: log.level: "verbose" is not one of debug, info, warn, error`},
 		{name: "log format", input: "log:\n  format: xml\n",
 			wantErr: `config t.yaml:2: log.format: "xml" is not one of text, json`},
+		{name: "unknown pool", input: "l1:\n  pools:\n    a: {max_memory: 2MiB}\npolicies:\n  - {prefix: x, ttl: 1s, pool: b}\n",
+			wantErr: `config t.yaml:5: policies[0].pool: "b" is not in l1.pools (default, a)`},
+		{name: "pool on a policy that does not cache", input: "l1:\n  pools:\n    a: {max_memory: 2MiB}\npolicies:\n  - {prefix: x, pool: a}\n",
+			wantErr: `config t.yaml:5: policies[0].pool: is set but the policy does not cache`},
+		{name: "max_value_bytes on a policy that does not cache", input: "policies:\n  - prefix: x\n    cache: false\n    max_value_bytes: 1KiB\n",
+			wantErr: `config t.yaml:4: policies[0].max_value_bytes: is set but the policy does not cache`},
+		{name: "max_value_bytes text", input: "policies:\n  - {prefix: x, ttl: 1s, max_value_bytes: big}\n",
+			wantErr: `config t.yaml:2: policies[0].max_value_bytes: "big" is not a byte size`},
+		{name: "pool too small", input: "l1:\n  pools:\n    a:\n      max_memory: 1KiB\n",
+			wantErr: `config t.yaml:4: l1.pools.a.max_memory: 1KiB is below the minimum of 1MiB`},
+		{name: "pools take everything", input: "l1:\n  max_memory: 8MiB\n  pools:\n    a: {max_memory: 4MiB}\n    b: {max_memory: 4MiB}\n",
+			wantErr: `config t.yaml:3: l1.pools: take 8MiB of l1.max_memory 8MiB, leaving less than 1MiB for the default pool`},
+		{name: "default pool listed", input: "l1:\n  pools:\n    default: {max_memory: 2MiB}\n",
+			wantErr: `config t.yaml:3: l1.pools.default: is implicit`},
+		{name: "bad pool name", input: "l1:\n  pools:\n    \"a b\": {max_memory: 2MiB}\n",
+			wantErr: `config t.yaml:3: l1.pools.a b: is not a pool name`},
+		{name: "pool field misspelt", input: "l1:\n  pools:\n    a: {max_mem: 2MiB}\n",
+			wantErr: `config t.yaml:3: l1.pools.a.max_mem: unknown field; valid fields are max_memory`},
+		{name: "pool not a mapping", input: "l1:\n  pools:\n    a: 2MiB\n",
+			wantErr: `config t.yaml:3: l1.pools.a: "2MiB" is not a mapping of max_memory`},
+		{name: "pools not a mapping", input: "l1:\n  pools: [a]\n",
+			wantErr: `config t.yaml:2: l1.pools: expected a mapping of names, got a list`},
+		{name: "shutdown_grace negative", input: "shutdown_grace: -1s\n",
+			wantErr: `config t.yaml:1: shutdown_grace: -1s is negative`},
+		{name: "config_poll too fast", input: "config_poll: 1ms\n",
+			wantErr: `config t.yaml:1: config_poll: 1ms must be 0 (reload on SIGHUP only) or at least 100ms`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -256,8 +319,11 @@ func TestDefault(t *testing.T) {
 		PolicyList:    []Policy{{Prefix: "", TTL: 10 * time.Second}},
 		Limits:        Limits{ProtoMaxBulkLen: 512 << 20, MaxClients: 10000},
 		UpstreamConns: 2,
-		Invalidation:  Invalidation{Mode: "keyspace", ConfigSet: true},
+		Invalidation: Invalidation{Mode: "keyspace", ConfigSet: true,
+			CanaryInterval: time.Second, CanaryTimeout: 5 * time.Second, PollInterval: 100 * time.Millisecond},
 		Log:           Log{Level: "info", Format: "text"},
+		ShutdownGrace: 10 * time.Second,
+		ConfigPoll:    5 * time.Second,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v\nwant %+v", c, want)
@@ -390,10 +456,11 @@ func TestExampleLoads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load(%s): %v", path, err)
 	}
-	// The example documents the defaults: apart from its policies, it must
-	// say exactly what Default says.
+	// The example documents the defaults: apart from its policies and pools,
+	// it must say exactly what Default says.
 	d := Default()
 	d.PolicyList = c.PolicyList
+	d.L1.Pools = c.L1.Pools
 	if !reflect.DeepEqual(c, d) {
 		t.Errorf("example differs from Default outside policies:\n%+v\n%+v", c, d)
 	}

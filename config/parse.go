@@ -264,6 +264,8 @@ func mismatch(s site) string {
 		want = "a string"
 	case reflect.Slice:
 		want = "a list"
+	case reflect.Map:
+		want = "a mapping of names"
 	case reflect.Struct:
 		want = "a mapping of " + strings.Join(fieldNames(s.typ), ", ")
 	default:
@@ -288,6 +290,9 @@ func describe(n *yaml.Node) string {
 }
 
 func fieldType(t reflect.Type, key string) reflect.Type {
+	if t != nil && t.Kind() == reflect.Map {
+		return t.Elem()
+	}
 	if t == nil || t.Kind() != reflect.Struct {
 		return nil
 	}

@@ -61,6 +61,9 @@ type Cache struct {
 	global    atomic.Uint64
 	dbEpochs  [dbSlots]atomic.Uint64
 	suspended atomic.Bool
+	// maxDB is the highest database any fill has begun in: no entry or fill
+	// of a database above it exists, so InvalidateEveryDB stops there.
+	maxDB atomic.Int64
 
 	shards [numShards]shard
 
@@ -78,6 +81,7 @@ type Cache struct {
 	// past maxQueued. Ristretto bounds that buffer by count only.
 	queued    atomic.Int64
 	maxQueued int64
+	maxBytes  int64 // Config.MaxBytes
 
 	st counters
 
@@ -97,6 +101,9 @@ type Fill struct {
 	keyLen  int
 	global  uint64 // epochs at Begin
 	dbEpoch uint64
+	cache   *Cache
+	tag     uint64 // the View's: what the fill stores is visible through that View only
+	max     int    // the View's largest reply stored; 0: no limit
 
 	// guarded by the shard's mu
 	next      *Fill // next fill in the shard's flight list for h
@@ -117,8 +124,9 @@ type Stats struct {
 	// because an invalidation, flush or Suspend overtook their fill;
 	// DroppedReject those not kept for want of room: ristretto's set buffer was
 	// full (by count, or by bytes: see Config.MaxBytes), or its admission policy
-	// refused them.
-	Stored, DroppedStale, DroppedReject int64
+	// refused them; DroppedTooLarge those over their View's limit; Declined
+	// those the caller said not to store (store false, or no ttl).
+	Stored, DroppedStale, DroppedReject, DroppedTooLarge, Declined int64
 	// Evictions counts entries removed to make room for others.
 	Evictions int64
 	// Invalidations counts Invalidate calls; Flushes FlushDB, FlushAll and
@@ -174,6 +182,7 @@ type entry struct {
 	db      int
 	global  uint64 // epochs its fill began under
 	dbEpoch uint64
+	tag     uint64 // the View it was stored through
 	buf     []byte // key, then each variant's name and reply
 	keyLen  int
 	vars    []span // newest first
@@ -216,6 +225,7 @@ type guard struct {
 
 type counters struct {
 	entries, bytes, stored, droppedStale, droppedReject atomic.Int64
+	droppedTooLarge, declined                           atomic.Int64
 	evictions, invalidations, flushes                   atomic.Int64
 }
 
@@ -229,6 +239,7 @@ func New(cfg Config) (*Cache, error) {
 	maxCost := cfg.MaxBytes - maxQueued - nextPow2(numCounters)*counterBytes
 	c := &Cache{
 		maxQueued: maxQueued,
+		maxBytes:  cfg.MaxBytes,
 		hashMask:  ^uint64(0),
 		now:       func() int64 { return int64(time.Since(base)) },
 	}
@@ -280,6 +291,10 @@ func (c *Cache) Close() {
 // Get returns the stored reply of (db, key, variant). The reply is shared with
 // every other reader: it must not be modified.
 func (c *Cache) Get(db int, key, variant []byte) ([]byte, bool) {
+	return c.get(db, key, variant, 0)
+}
+
+func (c *Cache) get(db int, key, variant []byte, tag uint64) ([]byte, bool) {
 	h := c.hash(db, key)
 	g := &c.guards[rand.Uint32()%numGuards]
 	g.RLock()
@@ -289,7 +304,7 @@ func (c *Cache) Get(db int, key, variant []byte) ([]byte, bool) {
 	}
 	e, ok := c.rc.Get(h)
 	g.RUnlock()
-	if !ok || !c.visible(e, db, key) {
+	if !ok || !c.visible(e, db, key, tag) {
 		return nil, false
 	}
 	for i := range e.vars {
@@ -309,8 +324,9 @@ func (c *Cache) Get(db int, key, variant []byte) ([]byte, bool) {
 // visible reports whether e may answer a read of (db, key). Suspend needs no test
 // of its own: it bumps the global epoch, and Complete stores nothing while
 // suspended.
-func (c *Cache) visible(e *entry, db int, key []byte) bool {
+func (c *Cache) visible(e *entry, db int, key []byte, tag uint64) bool {
 	return !e.dead.Load() &&
+		e.tag == tag &&
 		e.global == c.global.Load() &&
 		e.db == db &&
 		e.dbEpoch == c.dbEpochs[uint(db)%dbSlots].Load() &&
@@ -324,13 +340,21 @@ func (c *Cache) visible(e *entry, db int, key []byte) bool {
 // began, so a caller that Begins after a write's Invalidate returned never gets a
 // reply read before that write.
 func (c *Cache) Begin(db int, key, variant []byte) (f *Fill, leader bool) {
+	return c.begin(db, key, variant, 0, 0)
+}
+
+func (c *Cache) begin(db int, key, variant []byte, tag uint64, maxReply int) (f *Fill, leader bool) {
+	// Raised before the fill exists, so an InvalidateEveryDB that runs after
+	// this fill's upstream read sees its database.
+	for m := c.maxDB.Load(); int64(db) > m && !c.maxDB.CompareAndSwap(m, int64(db)); m = c.maxDB.Load() {
+	}
 	h := c.hash(db, key)
 	s := &c.shards[h>>56]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	global, dbEpoch := c.global.Load(), c.dbEpochs[uint(db)%dbSlots].Load()
 	for p := s.flights[h]; p != nil; p = p.next {
-		if p.db != db || !bytes.Equal(p.key(), key) || !bytes.Equal(p.variant(), variant) {
+		if p.db != db || p.tag != tag || !bytes.Equal(p.key(), key) || !bytes.Equal(p.variant(), variant) {
 			continue
 		}
 		if p.global == global && p.dbEpoch == dbEpoch {
@@ -347,6 +371,9 @@ func (c *Cache) Begin(db int, key, variant []byte) (f *Fill, leader bool) {
 		keyLen:  len(key),
 		global:  global,
 		dbEpoch: dbEpoch,
+		cache:   c,
+		tag:     tag,
+		max:     maxReply,
 		next:    s.flights[h],
 		done:    make(chan struct{}),
 	}
@@ -355,11 +382,15 @@ func (c *Cache) Begin(db int, key, variant []byte) (f *Fill, leader bool) {
 }
 
 // Complete ends the leader's fill: it wakes followers with reply, and stores a
-// copy of reply for ttl (counted from now) when store is true, ttl > 0, and no
-// invalidation of the key, flush of its db, or Suspend happened since Begin. It
+// copy of reply for ttl (counted from now) when store is true, ttl > 0, reply is
+// within the limit of the View that began f, and no invalidation of the key,
+// flush of its db, or Suspend happened since Begin. It
 // reports whether reply was handed to the store (ristretto may still evict it).
 // Followers share reply: nobody may modify it afterwards.
 func (c *Cache) Complete(f *Fill, reply []byte, ttl time.Duration, store bool) bool {
+	if f.cache != c {
+		panic("l1: Complete called on another Cache than the Fill's")
+	}
 	s := &c.shards[f.h>>56]
 	s.mu.Lock()
 	if f.completed {
@@ -369,7 +400,12 @@ func (c *Cache) Complete(f *Fill, reply []byte, ttl time.Duration, store bool) b
 	f.completed = true
 	s.unlink(f)
 	stored := false
-	if store && ttl > 0 {
+	switch {
+	case !store || ttl <= 0:
+		c.st.declined.Add(1)
+	case f.max > 0 && len(reply) > f.max:
+		c.st.droppedTooLarge.Add(1)
+	default:
 		// The stale fill, and why the check and the Set share s.mu with
 		// Invalidate's Del and spoiling:
 		//
@@ -419,7 +455,7 @@ func (c *Cache) store(s *shard, f *Fill, reply []byte, ttl time.Duration) bool {
 		s.sweepAt = 2*len(s.settling) + 8
 	}
 	cur, _ := c.rc.Get(f.h)
-	if cur != nil && (cur.dead.Load() || cur.db != f.db || cur.global != f.global ||
+	if cur != nil && (cur.dead.Load() || cur.db != f.db || cur.tag != f.tag || cur.global != f.global ||
 		cur.dbEpoch != f.dbEpoch || !bytes.Equal(cur.buf[:cur.keyLen], f.key())) {
 		cur = nil // another key's (hash collision), or dead: nothing to keep
 	}
@@ -530,6 +566,15 @@ func (c *Cache) Invalidate(db int, key []byte) {
 	}
 }
 
+// InvalidateEveryDB is Invalidate of key in every database that has ever held
+// a fill: for invalidations that do not say which database changed (Redis's
+// client tracking).
+func (c *Cache) InvalidateEveryDB(key []byte) {
+	for db := range c.maxDB.Load() + 1 {
+		c.Invalidate(int(db), key)
+	}
+}
+
 // FlushDB drops every entry of db and spoils fills of db in flight. The entries
 // stay in memory, invisible, until ristretto evicts or replaces them.
 func (c *Cache) FlushDB(db int) {
@@ -576,14 +621,16 @@ func (c *Cache) clear() {
 // Stats returns a snapshot of the counters.
 func (c *Cache) Stats() Stats {
 	return Stats{
-		Entries:       c.st.entries.Load(),
-		Bytes:         c.st.bytes.Load(),
-		Stored:        c.st.stored.Load(),
-		DroppedStale:  c.st.droppedStale.Load(),
-		DroppedReject: c.st.droppedReject.Load(),
-		Evictions:     c.st.evictions.Load(),
-		Invalidations: c.st.invalidations.Load(),
-		Flushes:       c.st.flushes.Load(),
+		Entries:         c.st.entries.Load(),
+		Bytes:           c.st.bytes.Load(),
+		Stored:          c.st.stored.Load(),
+		DroppedStale:    c.st.droppedStale.Load(),
+		DroppedReject:   c.st.droppedReject.Load(),
+		DroppedTooLarge: c.st.droppedTooLarge.Load(),
+		Declined:        c.st.declined.Load(),
+		Evictions:       c.st.evictions.Load(),
+		Invalidations:   c.st.invalidations.Load(),
+		Flushes:         c.st.flushes.Load(),
 	}
 }
 
@@ -664,7 +711,7 @@ func newEntry(f *Fill, cur *entry, reply []byte, expires, now int64) *entry {
 			}
 		}
 	}
-	e := &entry{h: f.h, db: f.db, global: f.global, dbEpoch: f.dbEpoch, keyLen: len(key)}
+	e := &entry{h: f.h, db: f.db, global: f.global, dbEpoch: f.dbEpoch, tag: f.tag, keyLen: len(key)}
 	// Growing from nil rounds the capacity up to the allocation's size class, so
 	// cap(buf) is what the buffer really occupies.
 	buf := slices.Grow([]byte(nil), size)

@@ -21,6 +21,12 @@ type Policy struct {
 	Cache    bool          // false: never cached, every read goes upstream
 	TTL      time.Duration // L1 lifetime of a reply (capped by the key's upstream TTL); > 0 exactly when Cache
 	CacheNil bool          // whether a nil reply (missing key) is cached; Compile clears it when !Cache
+	// MaxValueBytes bounds the replies kept, as Redis sent them (RESP bytes);
+	// larger ones are still answered, from upstream. 0: no bound.
+	MaxValueBytes int64
+	// Pool names the L1 memory pool the policy's entries live in; "" is the
+	// default pool. The caller decides which names exist.
+	Pool string
 	// Index is the policy's position in the compiled Set, for callers that keep
 	// per-policy counters in a slice. Compile assigns it; the input value is ignored.
 	Index int
@@ -28,8 +34,9 @@ type Policy struct {
 
 // Set is a compiled, immutable list of policies. Its policies must not be modified.
 type Set struct {
-	all  []Policy // Index order
-	root *node    // its policy is the default
+	all        []Policy // Index order
+	root       *node    // its policy is the default
+	hasDefault bool     // the compiled list had a "" prefix
 }
 
 // node is a radix-tree node: the keys that reach it share the concatenated labels
@@ -61,6 +68,8 @@ func Compile(ps []Policy) (*Set, error) {
 			return nil, fmt.Errorf("policy %q: caching needs a positive TTL", p.Prefix)
 		case !p.Cache && p.TTL > 0:
 			return nil, fmt.Errorf("policy %q: TTL %v given but caching is off", p.Prefix, p.TTL)
+		case p.MaxValueBytes < 0:
+			return nil, fmt.Errorf("policy %q: negative MaxValueBytes %d", p.Prefix, p.MaxValueBytes)
 		}
 		if !p.Cache {
 			p.CacheNil = false
@@ -69,6 +78,7 @@ func Compile(ps []Policy) (*Set, error) {
 		hasDefault = hasDefault || p.Prefix == ""
 		s.all = append(s.all, p)
 	}
+	s.hasDefault = hasDefault
 	if !hasDefault {
 		s.all = append(s.all, Policy{Index: len(s.all)})
 	}
@@ -152,6 +162,37 @@ func (s *Set) Lookup(key []byte) *Policy {
 		}
 	}
 	return best
+}
+
+// Matches returns every policy whose prefix key starts with, shortest prefix
+// first: the last one is Lookup's. It is for explaining a lookup, and allocates.
+func (s *Set) Matches(key []byte) []*Policy {
+	n := s.root
+	var out []*Policy
+	if n.policy != nil {
+		out = append(out, n.policy)
+	}
+	for len(key) > 0 {
+		i := bytes.IndexByte(n.first, key[0])
+		if i < 0 {
+			break
+		}
+		n = n.kids[i]
+		if len(key) < len(n.label) || string(key[:len(n.label)]) != n.label {
+			break
+		}
+		key = key[len(n.label):]
+		if n.policy != nil {
+			out = append(out, n.policy)
+		}
+	}
+	return out
+}
+
+// Implicit reports whether p is the non-caching default Compile added because
+// the list had no "" prefix.
+func (s *Set) Implicit(p *Policy) bool {
+	return p.Prefix == "" && p.Index == len(s.all)-1 && !s.hasDefault
 }
 
 // All returns the policies in Index order, the added default last.

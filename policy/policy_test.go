@@ -128,6 +128,7 @@ func TestCompileErrors(t *testing.T) {
 		{"negative ttl", []Policy{{Prefix: "a:", Cache: true, TTL: -time.Second}}, `policy "a:": negative TTL -1s`},
 		{"ttl without cache", []Policy{{Prefix: "a:", TTL: time.Second}}, `policy "a:": TTL 1s given but caching is off`},
 		{"binary prefix named", []Policy{{Prefix: "\xff\x00", Cache: true}}, `policy "\xff\x00": caching needs`},
+		{"negative max value", []Policy{{Prefix: "a:", Cache: true, TTL: time.Second, MaxValueBytes: -1}}, `policy "a:": negative MaxValueBytes -1`},
 	}
 	for _, tt := range tests {
 		s, err := Compile(tt.ps)
@@ -192,7 +193,36 @@ func TestLookupMatchesBruteForce(t *testing.T) {
 				t.Fatalf("seed %d: prefixes %q: Lookup(%q) = %q, want %q",
 					seed, prefixes(all), key, got.Prefix, want.Prefix)
 			}
+			if got, want := prefixes(s.Matches(key)), allMatches(all, key); strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Fatalf("seed %d: prefixes %q: Matches(%q) = %q, want %q", seed, prefixes(all), key, got, want)
+			}
 		}
+	}
+}
+
+// allMatches is the obvious definition of Matches: every prefix of key that is
+// a policy's, shortest first.
+func allMatches(ps []*Policy, key []byte) []string {
+	var out []string
+	for n := 0; n <= len(key); n++ {
+		for _, p := range ps {
+			if p.Prefix == string(key[:n]) {
+				out = append(out, p.Prefix)
+			}
+		}
+	}
+	return out
+}
+
+func TestImplicitDefault(t *testing.T) {
+	t.Parallel()
+	s := mustCompile(t, []Policy{{Prefix: "a:", Cache: true, TTL: time.Second}})
+	if p := s.Lookup([]byte("b")); !s.Implicit(p) || s.Implicit(s.Lookup([]byte("a:1"))) {
+		t.Fatal("Implicit does not single out the added default")
+	}
+	s = mustCompile(t, []Policy{{Prefix: "a:"}, {Prefix: ""}})
+	if s.Implicit(s.Lookup([]byte("b"))) {
+		t.Fatal("an explicit default is reported as implicit")
 	}
 }
 

@@ -55,6 +55,7 @@ func BenchmarkHitPath(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				sink := &sinkConn{}
 				cl := &client{s: e.srv, conn: sink}
+				cl.authed = true
 				misses := e.counter("cacheproxy_l1_misses_total", nil)
 				for pb.Next() {
 					cl.cmds = append(cl.cmds[:0], cmd)

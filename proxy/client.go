@@ -21,6 +21,8 @@ type client struct {
 	db   int
 	name string
 
+	counts commandCounts // commands by name since the last batch ended (metrics.go)
+
 	// The current segment: commands whose replies wait on the upstream batch,
 	// in client order. Replies are written once the batch returns.
 	cmds   []redcon.Command
@@ -35,6 +37,8 @@ type client struct {
 	// tx is non-nil while the client holds a dedicated upstream connection for
 	// MULTI or WATCH.
 	tx *txState
+
+	clientExt // authentication, pub/sub, what CLIENT LIST shows (clients.go)
 }
 
 type slotKind uint8
@@ -100,11 +104,16 @@ func (c *client) forward(raw []byte) {
 // command classifies one command and either answers it or queues it.
 func (c *client) command(cmd redcon.Command) {
 	args := cmd.Args
+	rt := route(args[0])
+	c.countCommand(rt, args)
+	if !c.authed {
+		c.unauthenticated(cmd)
+		return
+	}
 	if c.tx != nil {
 		c.txCommand(cmd)
 		return
 	}
-	rt := route(args[0])
 	switch rt.kind {
 	case routeRead:
 		if len(args) >= rt.minArgs && (rt.maxArgs == 0 || len(args) <= rt.maxArgs) {
@@ -135,10 +144,13 @@ func (c *client) command(cmd redcon.Command) {
 	}
 }
 
-// writes reports whether a command may change keys: Redis flags scripts and
-// functions (EVAL, FCALL) may_replicate rather than write.
+// writes reports whether a command may change keys. Scripts and functions
+// (EVAL, EVALSHA, FCALL) are flagged neither write nor readonly: Redis 7.0 marks
+// them only no_mandatory_keys, later versions may_replicate; their read-only
+// forms (EVAL_RO, FCALL_RO) are readonly.
 func writes(info *commands.Info) bool {
-	return info.Flags.Has(commands.Write) || info.Flags.Has(commands.MayReplicate)
+	return info.Flags.Has(commands.Write) || info.Flags.Has(commands.MayReplicate) ||
+		info.Flags&(commands.NoMandatoryKeys|commands.ReadOnly) == commands.NoMandatoryKeys
 }
 
 // read handles a cacheable read of one key.
@@ -152,13 +164,11 @@ func (c *client) read(rt *routeInfo, cmd redcon.Command) {
 		return
 	}
 	variant := c.variant(args, rt)
-	if reply, ok := c.s.cache.Get(c.db, key, variant); ok {
-		ps.hits[p.Index].Inc()
+	if reply, ok := c.lookup(ps, p, key, variant); ok {
 		c.emit(reply)
 		return
 	}
-	ps.misses[p.Index].Inc()
-	f, leader := c.s.cache.Begin(c.db, key, variant)
+	f, leader := c.begin(ps, p, key, variant)
 	if !leader {
 		c.slots = append(c.slots, slot{kind: slotFollow, fill: f})
 		return
@@ -211,10 +221,7 @@ func (c *client) flush() {
 		} else {
 			c.s.up.Do(c.s.ctx, c.db, c.hint, &c.batch)
 		}
-		c.s.metrics.upstream.Observe(time.Since(start).Seconds())
-		if c.batch.Err() != nil {
-			c.s.metrics.upstreamErrs.Inc()
-		}
+		c.observeUpstream(start)
 		if h := c.s.afterUpstream; h != nil {
 			h()
 		}

@@ -40,6 +40,13 @@ type envOptions struct {
 	policies       []policy.Policy
 	afterUpstream  func()
 	maxClients     int
+	// The invalidation stream's settings (zero: the package's defaults), and
+	// a wrapper around the proxy's Target to watch what it is told.
+	mode                                        invalidation.Mode
+	canaryInterval, canaryTimeout, pollInterval time.Duration
+	wrapTarget                                  func(invalidation.Target) invalidation.Target
+	// options adjusts the proxy's Options (auth, limits) before New.
+	options func(*Options)
 }
 
 // testPolicies cache everything for a minute except keys under "nocache:".
@@ -73,23 +80,36 @@ func startEnv(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Options{
+	opts := Options{
 		Upstream:   pool,
 		Commands:   table,
 		Cache:      cache,
 		Policies:   pols,
-		Metrics:    NewMetrics(reg, cache),
+		Metrics:    NewMetrics(reg),
 		Limits:     resp.DefaultLimits(),
 		MaxClients: o.maxClients,
-	})
+	}
+	if o.options != nil {
+		o.options(&opts)
+	}
+	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv.afterUpstream = o.afterUpstream
+	target := srv.KeyspaceTarget()
+	if o.wrapTarget != nil {
+		target = o.wrapTarget(target)
+	}
 	sub := invalidation.New(invalidation.Config{
 		Options:        &redis.Options{Addr: r.Addr()},
+		Mode:           o.mode,
 		AllowConfigSet: o.allowConfigSet,
-	}, srv.KeyspaceTarget())
+		Prefixes:       srv.CachedPrefixes(),
+		CanaryInterval: o.canaryInterval,
+		CanaryTimeout:  o.canaryTimeout,
+		PollInterval:   o.pollInterval,
+	}, target)
 	subDone := make(chan struct{})
 	go func() { defer close(subDone); _ = sub.Run(ctx) }()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

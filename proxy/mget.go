@@ -31,13 +31,11 @@ func (c *client) mget(cmd redcon.Command) {
 		case !p.Cache:
 			e.lead = true // fetched, never stored
 		default:
-			if reply, ok := c.s.cache.Get(c.db, key, variantMGet); ok {
-				ps.hits[p.Index].Inc()
+			if reply, ok := c.lookup(ps, p, key, variantMGet); ok {
 				e.data = reply
 				break
 			}
-			ps.misses[p.Index].Inc()
-			f, leader := c.s.cache.Begin(c.db, key, variantMGet)
+			f, leader := c.begin(ps, p, key, variantMGet)
 			e.fill, e.lead = f, leader
 		}
 		if e.lead {

@@ -18,6 +18,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tidwall/redcon"
 
@@ -32,7 +33,10 @@ import (
 type Options struct {
 	Upstream *upstream.Pool
 	Commands *commands.Table
-	Cache    *l1.Cache
+	Cache    *l1.Cache // the default L1 pool
+	// Pools are further L1 pools by name, each with its own budget, for
+	// policies that name them (policy.Policy.Pool). Optional.
+	Pools    map[string]*l1.Cache
 	Policies *policy.Set
 	Metrics  *Metrics
 	Limits   resp.Limits
@@ -42,21 +46,32 @@ type Options struct {
 	DefaultDB int
 	// MaxClients bounds open client connections; 0 means 10000, Redis's default.
 	MaxClients int
-	Logger     *slog.Logger
+	// RequirePass is the password of the "default" user clients AUTH as, as
+	// Redis's requirepass; Users are further named users. With neither, clients
+	// need no AUTH. With Users but no RequirePass, the default user is off.
+	RequirePass string
+	Users       []User
+	Logger      *slog.Logger
 }
 
 // Server serves clients until Close.
 type Server struct {
 	up      *upstream.Pool
 	cmds    *commands.Table
-	cache   *l1.Cache
+	cache   *pools
 	metrics *Metrics
 	limits  resp.Limits
 	version string
 	db0     int
 	log     *slog.Logger
 
+	auth       *authConfig
+	reg        registry  // every client, for CLIENT LIST/KILL and Close
+	idle       idleConns // dedicated connections to use again
 	policies   atomic.Pointer[policyState]
+	policyMu   sync.Mutex    // serialises policy changes (reloads, CACHEPROXY FLUSH)
+	nextTag    atomic.Uint64 // the last l1.View tag handed to a policy
+	draining   atomic.Bool   // Shutdown began: clients close after their current batch
 	nextID     atomic.Int64
 	clients    atomic.Int64
 	maxClients int64
@@ -64,20 +79,13 @@ type Server struct {
 	ctx    context.Context // cancelled by Close: unblocks upstream waits
 	cancel context.CancelFunc
 
-	mu  sync.Mutex // guards srv
+	mu  sync.Mutex // guards srv, ln
 	srv *redcon.Server
+	ln  net.Listener // what Serve accepts on; Shutdown closes it
 
 	// afterUpstream, when set before Serve, runs after a batch's replies arrive
 	// and before they settle: tests hold a fill open with it while they write.
 	afterUpstream func()
-}
-
-// policyState pairs a policy set with its metric children, so that a reload
-// swaps both at once and the hit path resolves neither.
-type policyState struct {
-	set            *policy.Set
-	hits, misses   []counter
-	uncachedByPref []counter
 }
 
 // New checks o and builds a Server.
@@ -103,33 +111,35 @@ func New(o Options) (*Server, error) {
 	if o.Version == "" {
 		o.Version = "7.0.0"
 	}
+	auth, err := newAuthConfig(o.RequirePass, o.Users)
+	if err != nil {
+		return nil, err
+	}
+	caches, err := newPools(o.Cache, o.Pools, o.Logger)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		up:         o.Upstream,
 		cmds:       o.Commands,
-		cache:      o.Cache,
+		cache:      caches,
 		metrics:    o.Metrics,
 		limits:     o.Limits,
 		version:    o.Version,
 		db0:        o.DefaultDB,
+		auth:       auth,
 		maxClients: int64(o.MaxClients),
 		log:        o.Logger,
 		ctx:        ctx,
 		cancel:     cancel,
 	}
-	s.SetPolicies(o.Policies)
-	return s, nil
-}
-
-// SetPolicies replaces the policy set; commands already in progress finish
-// under the old one.
-func (s *Server) SetPolicies(set *policy.Set) {
-	st := &policyState{set: set}
-	for _, p := range set.All() {
-		st.hits = append(st.hits, s.metrics.hits.WithLabelValues(p.Prefix))
-		st.misses = append(st.misses, s.metrics.misses.WithLabelValues(p.Prefix))
+	if _, err := s.SetPolicies(o.Policies); err != nil {
+		cancel()
+		return nil, err
 	}
-	s.policies.Store(st)
+	o.Metrics.pools.Store(caches)
+	return s, nil
 }
 
 // Serve accepts clients on ln until Close. It returns nil after Close.
@@ -141,9 +151,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln.Close()
 		return nil
 	}
-	s.srv = srv
+	s.srv, s.ln = srv, ln
 	s.mu.Unlock()
-	err := srv.Serve(&guardedListener{Listener: ln, limits: s.limits})
+	err := srv.Serve(&guardedListener{Listener: ln, limits: s.limits, authRequired: s.auth.required, s: s})
 	if s.ctx.Err() != nil {
 		return nil
 	}
@@ -160,34 +170,52 @@ func (s *Server) Close() error {
 	s.cancel()
 	srv := s.srv
 	s.mu.Unlock()
+	var err error
 	if srv != nil {
-		return srv.Close()
+		err = srv.Close()
 	}
-	return nil
+	s.reg.closeAll()
+	s.idle.close()
+	return err
 }
 
 // guardedListener puts resp.Guard in front of redcon's parser on every
 // connection: redcon's parser has no bounds, and one hostile frame would
-// otherwise panic the whole process.
+// otherwise panic the whole process. The guard's pre-auth limits ask the
+// connection's own authentication flag.
 type guardedListener struct {
 	net.Listener
-	limits resp.Limits
+	limits       resp.Limits
+	authRequired bool
+	s            *Server
 }
 
 func (l *guardedListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
+		if l.s.draining.Load() {
+			// Shutdown closed the listener. redcon's Serve closes every
+			// connection when Accept fails, which would cut replies in half:
+			// hold it here until the drain is over.
+			<-l.s.ctx.Done()
+		}
 		return nil, err
 	}
-	return resp.Guard(c, l.limits, nil), nil
+	return newClientConn(c, l.limits, l.authRequired), nil
 }
 
 func (s *Server) accept(conn redcon.Conn) bool {
+	if s.draining.Load() {
+		s.metrics.refused.WithLabelValues("shutdown").Inc()
+		return false
+	}
 	if s.clients.Add(1) > s.maxClients {
 		s.clients.Add(-1)
+		s.metrics.refused.WithLabelValues("max_clients").Inc()
 		conn.WriteError("ERR max number of clients reached")
 		return false
 	}
+	s.metrics.accepted.Inc()
 	c := &client{
 		s:    s,
 		conn: conn,
@@ -195,15 +223,36 @@ func (s *Server) accept(conn redcon.Conn) bool {
 		db:   s.db0,
 	}
 	c.hint = uint64(c.id)
+	c.cc = conn.NetConn().(*clientConn)
+	c.addr = conn.RemoteAddr()
+	c.created = time.Now()
+	c.multi.Store(-1)
+	c.setAuthed(!s.auth.required, "default")
+	s.reg.add(c)
 	conn.SetContext(c)
 	s.metrics.clients.Inc()
 	return true
 }
 
+// closed runs when redcon lets go of a connection: it has closed, or the
+// client subscribed and detached, and now runs on goroutines of its own.
 func (s *Server) closed(conn redcon.Conn, _ error) {
-	if c, ok := conn.Context().(*client); ok {
-		c.release()
+	c := conn.Context().(*client)
+	if c.dconn != nil {
+		if !s.reg.goSession(c.serveDetached) {
+			c.ps.up.Close()
+			c.cc.Close()
+			s.forget(c)
+		}
+		return
 	}
+	s.forget(c)
+}
+
+// forget releases what a client held once its connection has ended.
+func (s *Server) forget(c *client) {
+	c.release()
+	s.reg.remove(c)
 	s.clients.Add(-1)
 	s.metrics.clients.Dec()
 }
@@ -216,4 +265,10 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 	c.cmds = append(c.cmds, conn.ReadPipeline()...)
 	c.run()
 	clear(c.cmds)
+	c.publishCounts()
+	if s.draining.Load() && c.conn != nil {
+		// Every reply of the batch is written: this is where Shutdown may
+		// close the connection without cutting one.
+		c.drainClose()
+	}
 }

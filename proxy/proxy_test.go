@@ -170,7 +170,7 @@ func TestStaleFillIsDropped(t *testing.T) {
 					t.Fatalf("after the write the proxy answers %q: the stale fill was stored", v)
 				}
 			}
-			if e.counter("cacheproxy_l1_fills_dropped_stale_total", nil) < 1 {
+			if e.counter("cacheproxy_l1_fills_dropped_total", map[string]string{"reason": "stale"}) < 1 {
 				t.Fatal("no fill was counted as dropped")
 			}
 		})

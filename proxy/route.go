@@ -8,7 +8,7 @@ const (
 	routeOther routeKind = iota // the command table decides: write, blocking or plain forward
 	routeRead                   // a cacheable read of the key at args[1]
 	routeMGet                   // MGET: cached per key
-	routeLocal                  // answered by the proxy
+	routeLocal                  // answered or checked by the proxy (local.go)
 )
 
 type routeInfo struct {
@@ -19,6 +19,8 @@ type routeInfo struct {
 	// reply depends only on the key's value; 0 maxArgs means no upper bound.
 	// Other counts are forwarded so that Redis gives its own arity error.
 	minArgs, maxArgs int
+	// id numbers the routes from 0, for per-command counters (metrics.go).
+	id int
 }
 
 // cacheable reads: single-key, read-only commands whose reply is a function of
@@ -55,13 +57,21 @@ var routes = func() map[string]*routeInfo {
 	read("zrank", 3, 3)
 	read("zrange", 4, 0)
 	m["mget"] = &routeInfo{kind: routeMGet, name: "mget"}
+	// Answered by the proxy, or seen by it before the upstream (local.go).
 	for _, name := range []string{
 		"ping", "echo", "quit", "select", "hello", "client", "auth", "reset",
 		"multi", "watch",
 		"subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe",
+		"info", "config",
 		"monitor", "sync", "psync", "replconf",
+		"cacheproxy",
 	} {
 		m[name] = &routeInfo{kind: routeLocal, name: name}
+	}
+	id := 0
+	for _, r := range m {
+		r.id = id
+		id++
 	}
 	return m
 }()

@@ -3,12 +3,12 @@
 // in-process cache kept coherent by keyspace notifications.
 //
 // It wires the configuration to the packages that do the work and owns their
-// lifetimes; it holds no logic of its own.
+// lifetimes, signals (SIGTERM and SIGINT drain and stop, SIGHUP reloads the
+// policies), health endpoints and reloads; it holds no caching logic.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -38,20 +38,30 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal stops the process at once, without draining
+	}()
 	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "cacheproxy:", err)
 		os.Exit(1)
 	}
 }
 
-// run starts the proxy and blocks until ctx ends or a part fails.
+// run starts the proxy and blocks until ctx ends or a part fails; then it
+// drains clients for up to shutdown_grace and stops every part. It returns nil
+// after a stop that ctx asked for, drained or not.
 func run(ctx context.Context, args []string, stderr io.Writer) error {
-	cfg, err := loadConfig(args, stderr)
+	fl, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, stderr)
+	cfg, err := fl.load()
+	if err != nil {
+		return err
+	}
+	level := new(slog.LevelVar)
+	log := newLogger(cfg.Log, level, stderr)
 
 	opts, err := redis.ParseURL(cfg.Upstream)
 	if err != nil {
@@ -61,6 +71,36 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	opts.MaxRetries = -1 // a proxy never runs a command twice
 	control := redis.NewClient(opts)
 	defer control.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := proxy.NewMetrics(reg)
+
+	// Health comes first, so that a proxy waiting for its upstream is alive
+	// but not ready, rather than dead to a liveness probe.
+	h := &health{ping: func(ctx context.Context) error { return control.Ping(ctx).Err() }}
+	var hs *http.Server
+	if cfg.Metrics != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics)
+		if err != nil {
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		log.Info("metrics", "addr", "http://"+mln.Addr().String()+"/metrics")
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.HandleFunc("/healthz", h.alive)
+		mux.HandleFunc("/readyz", h.ready)
+		// Profiles of a running proxy: the metrics address is an operator's port.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		served := make(chan error, 1)
+		go func() { served <- hs.Serve(mln) }()
+		defer func() {
+			hs.Close()
+			<-served
+		}()
+	}
 
 	// The command table and server facts come from the upstream itself; wait
 	// for it, so that a proxy started beside Redis does not race it.
@@ -89,15 +129,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cache, err := l1.New(l1.Config{MaxBytes: int64(cfg.L1.MaxMemory)})
+	def, named, err := newPools(cfg.L1)
 	if err != nil {
 		return err
 	}
-	defer cache.Close()
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := proxy.NewMetrics(reg, cache)
+	defer def.Close()
+	for _, c := range named {
+		defer c.Close()
+	}
 
 	pool, err := upstream.New(upstream.Config{
 		Addr:      opts.Addr,
@@ -114,16 +153,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	limits := resp.DefaultLimits()
 	limits.MaxBulkLen = int64(cfg.Limits.ProtoMaxBulkLen)
 	srv, err := proxy.New(proxy.Options{
-		Upstream:   pool,
-		Commands:   table,
-		Cache:      cache,
-		Policies:   pols,
-		Metrics:    metrics,
-		Limits:     limits,
-		Version:    info.version,
-		DefaultDB:  opts.DB,
-		MaxClients: cfg.Limits.MaxClients,
-		Logger:     log,
+		Upstream:    pool,
+		Commands:    table,
+		Cache:       def,
+		Pools:       named,
+		Policies:    pols,
+		Metrics:     metrics,
+		Limits:      limits,
+		Version:     info.version,
+		DefaultDB:   opts.DB,
+		MaxClients:  cfg.Limits.MaxClients,
+		RequirePass: cfg.Auth.RequirePass,
+		Users:       proxyUsers(cfg.Auth.Users),
+		Logger:      log,
 	})
 	if err != nil {
 		return err
@@ -135,8 +177,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("listening", "addr", ln.Addr().String())
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// The parts outlive ctx: the subscriber keeps the L1 coherent, and the
+	// reloader keeps running, while clients drain.
+	parts, stopParts := context.WithCancel(context.Background())
+	defer stopParts()
 	errc := make(chan error, 3)
 	running := 0
 	start := func(f func() error) {
@@ -146,37 +190,27 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 	sub := invalidation.New(invalidation.Config{
 		Options:        opts,
+		Mode:           invalidation.Mode(cfg.Invalidation.Mode),
 		AllowConfigSet: cfg.Invalidation.ConfigSet,
+		Prefixes:       srv.CachedPrefixes(),
+		CanaryInterval: cfg.Invalidation.CanaryInterval,
+		CanaryTimeout:  cfg.Invalidation.CanaryTimeout,
+		PollInterval:   cfg.Invalidation.PollInterval,
 		Logger:         log,
 	}, srv.KeyspaceTarget())
-	start(func() error { return sub.Run(ctx) })
+	metrics.ObserveSubscriber(sub.State)
+	h.setSubscriber(sub.State)
+	start(func() error { return sub.Run(parts) })
 	start(func() error { return srv.Serve(ln) })
 
-	var hs *http.Server
-	if cfg.Metrics != "" {
-		mln, err := net.Listen("tcp", cfg.Metrics)
-		if err != nil {
-			cancel()
-			srv.Close()
-			for ; running > 0; running-- {
-				<-errc
-			}
-			return fmt.Errorf("metrics listen: %w", err)
-		}
-		log.Info("metrics", "addr", "http://"+mln.Addr().String()+"/metrics")
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		// Profiles of a running proxy: the metrics address is an operator's port.
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		start(func() error {
-			if err := hs.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("metrics: %w", err)
-			}
-			return nil
-		})
+	rl := &reloader{flags: fl, running: cfg, level: level, srv: srv, metrics: metrics, log: log}
+	if invalidation.Mode(cfg.Invalidation.Mode) == invalidation.Tracking {
+		rl.tracked = srv.CachedPrefixes()
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	start(func() error { rl.run(parts, hup); return nil })
 
 	var first error
 	select {
@@ -184,12 +218,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	case first = <-errc:
 		running--
 	}
-	log.Info("shutting down")
-	cancel()
-	srv.Close()
-	if hs != nil {
-		hs.Close()
+	h.stopping.Store(true)
+	log.Info("shutting down: draining clients", "grace", cfg.ShutdownGrace)
+	drain, cancelDrain := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	if err := srv.Shutdown(drain); err != nil {
+		log.Warn("shutdown grace period over: closed the remaining clients, maybe mid-command", "grace", cfg.ShutdownGrace)
+	} else {
+		log.Info("every client drained")
 	}
+	cancelDrain()
+	stopParts()
 	for ; running > 0; running-- {
 		if err := <-errc; err != nil && first == nil {
 			first = err
@@ -198,37 +236,70 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return first
 }
 
-// loadConfig reads --config and applies the flags over it; flags win.
-func loadConfig(args []string, stderr io.Writer) (*config.Config, error) {
+// flags are the command line. Flags override the file's values, on every
+// reload too.
+type flags struct {
+	file                    string
+	listen, up, metrics     string
+	setListen, setUp, setMx bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs := flag.NewFlagSet("cacheproxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	file := fs.String("config", "", "YAML configuration file")
-	listen := fs.String("listen", "", "client address (default 127.0.0.1:6380)")
-	up := fs.String("upstream", "", "upstream URL redis://[user:pass@]host:port[/db] (default redis://127.0.0.1:6379)")
-	metrics := fs.String("metrics", "", "Prometheus /metrics address (default 127.0.0.1:9180)")
+	f := &flags{}
+	fs.StringVar(&f.file, "config", "", "YAML configuration file; reloaded on SIGHUP and when it changes (config_poll)")
+	fs.StringVar(&f.listen, "listen", "", "client address (default 127.0.0.1:6380)")
+	fs.StringVar(&f.up, "upstream", "", "upstream URL redis://[user:pass@]host:port[/db] (default redis://127.0.0.1:6379)")
+	fs.StringVar(&f.metrics, "metrics", "", `metrics and health address (/metrics, /healthz, /readyz; default 127.0.0.1:9180, "" for none)`)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	fs.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "listen":
+			f.setListen = true
+		case "upstream":
+			f.setUp = true
+		case "metrics":
+			f.setMx = true
+		}
+	})
+	return f, nil
+}
+
+// load reads the file (or takes the defaults) and applies the flags over it.
+func (f *flags) load() (*config.Config, error) {
+	if f.file == "" {
+		return f.parse(nil)
+	}
+	data, err := os.ReadFile(f.file)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return f.parse(data)
+}
+
+// parse reads the file's content, nil for none, and applies the flags over it.
+func (f *flags) parse(data []byte) (*config.Config, error) {
 	cfg := config.Default()
-	if *file != "" {
+	if data != nil {
 		var err error
-		if cfg, err = config.Load(*file); err != nil {
+		if cfg, err = config.Parse(data, f.file); err != nil {
 			return nil, err
 		}
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if set["listen"] {
-		cfg.Listen = *listen
+	if f.setListen {
+		cfg.Listen = f.listen
 	}
-	if set["upstream"] {
-		cfg.Upstream = *up
+	if f.setUp {
+		cfg.Upstream = f.up
 	}
-	if set["metrics"] {
-		cfg.Metrics = *metrics
+	if f.setMx {
+		cfg.Metrics = f.metrics
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("flags: %w", err)
@@ -236,14 +307,43 @@ func loadConfig(args []string, stderr io.Writer) (*config.Config, error) {
 	return cfg, nil
 }
 
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level))
+// newPools makes the L1's pools: the default one and the named ones.
+func newPools(c config.L1) (def *l1.Cache, named map[string]*l1.Cache, err error) {
+	named = map[string]*l1.Cache{}
+	for name, budget := range c.PoolBudgets() {
+		cache, err := l1.New(l1.Config{MaxBytes: int64(budget)})
+		if err != nil {
+			for _, c := range named {
+				c.Close()
+			}
+			if def != nil {
+				def.Close()
+			}
+			return nil, nil, fmt.Errorf("l1 pool %q: %w", name, err)
+		}
+		if name == config.DefaultPool {
+			def = cache
+		} else {
+			named[name] = cache
+		}
+	}
+	return def, named, nil
+}
+
+func newLogger(c config.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
+	setLevel(level, c.Level)
 	opts := &slog.HandlerOptions{Level: level}
 	if strings.EqualFold(c.Format, "json") {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// setLevel applies a validated level name.
+func setLevel(v *slog.LevelVar, name string) {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(name))
+	v.Set(l)
 }
 
 type upstreamInfo struct {
@@ -275,4 +375,13 @@ func readUpstreamInfo(ctx context.Context, c *redis.Client) (upstreamInfo, error
 func backoff(attempt int) time.Duration {
 	d := 100 * time.Millisecond << min(attempt, 5)
 	return min(d, 3*time.Second)
+}
+
+// proxyUsers turns the configured users into the proxy's.
+func proxyUsers(users []config.User) []proxy.User {
+	out := make([]proxy.User, len(users))
+	for i, u := range users {
+		out[i] = proxy.User{Name: u.Name, Password: u.Password}
+	}
+	return out
 }

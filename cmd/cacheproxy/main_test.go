@@ -86,13 +86,7 @@ policies:
 	go func() {
 		done <- run(ctx, []string{"--config", cfg, "--listen", listen, "--upstream", r.URL(0), "--metrics", metrics}, logs)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "keyspace subscription confirmed") {
-		if time.Now().After(deadline) {
-			t.Fatalf("proxy not ready within 10s; log:\n%s", logs.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitReady(t, metrics, logs)
 
 	if got := redisCLI(t, listen, "SET", "session:1", "hello"); got != "OK" {
 		t.Fatalf("SET = %q", got)

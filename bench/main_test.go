@@ -12,12 +12,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cacheproxy/cacheproxy/internal/redistest"
+	"github.com/cacheproxy/cacheproxy/internal/syncbuf"
 )
 
 // countingMetrics serves proxy-style counters that grow by 3 hits and 1 miss
@@ -192,7 +192,7 @@ func TestProgressLine(t *testing.T) {
 	if newProgress(&bytes.Buffer{}, false) != nil {
 		t.Error("progress shown on a writer that is not a terminal")
 	}
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	p := newProgress(&buf, true)
 	var n atomic.Int64
 	n.Store(1000)
@@ -227,22 +227,4 @@ func wellFormedSVG(t *testing.T, path, text string) {
 	if !bytes.Contains(b, []byte("<svg")) || !bytes.Contains(b, []byte(text)) {
 		t.Errorf("%s lacks the chart", path)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the progress goroutine and the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -1,7 +1,6 @@
 package invalidation
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -15,8 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cacheproxy/cacheproxy/internal/redistest"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cacheproxy/cacheproxy/internal/redistest"
+	"github.com/cacheproxy/cacheproxy/internal/syncbuf"
 )
 
 const waitLimit = 5 * time.Second
@@ -133,28 +134,10 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// syncBuffer collects log output from the Run goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type harness struct {
 	sub  *Subscriber
 	rec  *recorder
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
 // run starts a Subscriber with short timings against cfg.Options, tweaked
@@ -163,7 +146,7 @@ type harness struct {
 // intervals unless cfg says otherwise.
 func run(t *testing.T, cfg Config, tweaks ...func(*Subscriber)) *harness {
 	t.Helper()
-	h := &harness{rec: &recorder{}, logs: &syncBuffer{}}
+	h := &harness{rec: &recorder{}, logs: &syncbuf.Buffer{}}
 	cfg.Logger = slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if cfg.CanaryInterval == 0 {
 		cfg.CanaryInterval = 20 * time.Millisecond

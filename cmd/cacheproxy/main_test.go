@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cacheproxy/cacheproxy/internal/redistest"
+	"github.com/cacheproxy/cacheproxy/internal/syncbuf"
 )
 
 func freeAddr(t *testing.T) string {
@@ -24,24 +25,6 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-// syncBuffer collects the proxy's log while run writes to it.
-type syncBuffer struct {
-	mu chan struct{}
-	b  bytes.Buffer
-}
-
-func newSyncBuffer() *syncBuffer { return &syncBuffer{mu: make(chan struct{}, 1)} }
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu <- struct{}{}
-	defer func() { <-s.mu }()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string {
-	s.mu <- struct{}{}
-	defer func() { <-s.mu }()
-	return s.b.String()
 }
 
 func redisCLI(t *testing.T, addr string, args ...string) string {
@@ -81,7 +64,7 @@ policies:
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := newSyncBuffer()
+	logs := &syncbuf.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"--config", cfg, "--listen", listen, "--upstream", r.URL(0), "--metrics", metrics}, logs)

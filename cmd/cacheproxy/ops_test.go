@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cacheproxy/cacheproxy/internal/syncbuf"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cacheproxy/cacheproxy/internal/redistest"
@@ -43,7 +45,7 @@ type proc struct {
 	redis           *redistest.Server
 	listen, metrics string
 	file            string
-	logs            *syncBuffer
+	logs            *syncbuf.Buffer
 	cancel          context.CancelFunc
 	done            chan error
 }
@@ -66,7 +68,7 @@ func (p *proc) writeConfig(body string) {
 func startProc(t *testing.T, r *redistest.Server, body string) *proc {
 	t.Helper()
 	p := &proc{t: t, redis: r, listen: freeAddr(t), metrics: freeAddr(t),
-		file: filepath.Join(t.TempDir(), "cacheproxy.yaml"), logs: newSyncBuffer(), done: make(chan error, 1)}
+		file: filepath.Join(t.TempDir(), "cacheproxy.yaml"), logs: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	p.writeConfig(body)
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
@@ -95,7 +97,7 @@ func (p *proc) stop() error {
 }
 
 // waitFor polls until cond holds, failing the test after bound.
-func waitFor(t *testing.T, bound time.Duration, what string, logs *syncBuffer, cond func() bool) {
+func waitFor(t *testing.T, bound time.Duration, what string, logs *syncbuf.Buffer, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(bound)
 	for !cond() {
@@ -116,7 +118,7 @@ func readyz(addr string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-func waitReady(t *testing.T, metrics string, logs *syncBuffer) {
+func waitReady(t *testing.T, metrics string, logs *syncbuf.Buffer) {
 	t.Helper()
 	waitFor(t, 15*time.Second, "/readyz 200", logs, func() bool {
 		code, _ := readyz(metrics)
@@ -270,7 +272,7 @@ func scrape(t *testing.T, addr string) string {
 func TestSignals(t *testing.T) {
 	t.Parallel()
 	r := redistest.Start(t, redistest.Options{})
-	p := &proc{t: t, redis: r, listen: freeAddr(t), metrics: freeAddr(t), file: filepath.Join(t.TempDir(), "c.yaml"), logs: newSyncBuffer()}
+	p := &proc{t: t, redis: r, listen: freeAddr(t), metrics: freeAddr(t), file: filepath.Join(t.TempDir(), "c.yaml"), logs: &syncbuf.Buffer{}}
 	p.writeConfig("config_poll: 0s\npolicies:\n  - {prefix: \"a:\", ttl: 1m}\n")
 	cmd := exec.Command(os.Args[0], "--config", p.file)
 	cmd.Env = append(os.Environ(), runAsMain+"=1")

@@ -16,11 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cacheproxy/cacheproxy/internal/syncbuf"
-
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cacheproxy/cacheproxy/internal/redistest"
+	"github.com/cacheproxy/cacheproxy/internal/syncbuf"
 	"github.com/cacheproxy/cacheproxy/resp"
 )
 

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -20,8 +21,8 @@ type clientConn struct {
 	authed   atomic.Bool // the guard's view of the client's authentication
 }
 
-func newClientConn(c net.Conn, lim resp.Limits, authRequired bool) *clientConn {
-	cc := &clientConn{raw: &aheadConn{Conn: c}}
+func newClientConn(c net.Conn, lim resp.Limits, authRequired bool, draining *atomic.Bool) *clientConn {
+	cc := &clientConn{raw: &aheadConn{Conn: c, draining: draining}}
 	cc.authed.Store(!authRequired)
 	var authed func() bool
 	if authRequired {
@@ -36,15 +37,25 @@ func newClientConn(c net.Conn, lim resp.Limits, authRequired bool) *clientConn {
 // socket.
 type aheadConn struct {
 	net.Conn
-	has   atomic.Bool // ahead or err is set: the common Read skips mu
-	mu    sync.Mutex  // guards ahead, err
-	ahead []byte
-	err   error
+	draining *atomic.Bool // the server is shutting down (Server.draining)
+	has      atomic.Bool  // ahead or err is set: the common Read skips mu
+	mu       sync.Mutex   // guards ahead, err
+	ahead    []byte
+	err      error
 }
 
 func (a *aheadConn) Read(p []byte) (int, error) {
 	if !a.has.Load() {
-		return a.Conn.Read(p)
+		n, err := a.Conn.Read(p)
+		if n == 0 && err != nil && a.draining != nil && a.draining.Load() && os.IsTimeout(err) {
+			// Shutdown ended this idle client's read. Closing a socket with
+			// input unread makes the system reset it, which the client sees
+			// as an error: shut the write side and drop the input first, so
+			// that it sees a clean end of stream between two replies.
+			lingerClose(a.Conn)
+			return 0, io.EOF
+		}
+		return n, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -201,7 +201,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		}
 		return nil, err
 	}
-	return newClientConn(c, l.limits, l.authRequired), nil
+	return newClientConn(c, l.limits, l.authRequired, &l.s.draining), nil
 }
 
 func (s *Server) accept(conn redcon.Conn) bool {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"net"
 	"time"
 )
 
@@ -58,7 +59,13 @@ func (c *client) drainClose() {
 	if dc.Flush() != nil {
 		return
 	}
-	raw := c.cc.raw.Conn
+	lingerClose(c.cc.raw.Conn)
+}
+
+// lingerClose shuts the write side of a client's socket and reads and drops
+// its input until the client closes its end or lingerTimeout passes, so that
+// the close that follows sends no reset.
+func lingerClose(raw net.Conn) {
 	cw, ok := raw.(interface{ CloseWrite() error })
 	if !ok || cw.CloseWrite() != nil {
 		return

@@ -5,7 +5,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,11 +71,11 @@ var coherenceScenarios = []scenario{
 		reader := c.client(0)
 		reader.Ping(bg) // warm the connection, so the hold catches the GET
 		got := make(chan string)
-		c.hold.Store(true)
+		c.hold.Arm()
 		go func() { got <- reader.Get(bg, "k").Val() }()
-		<-c.held // the reader holds v1 from Redis, not yet stored
+		c.hold.Held() // the reader holds v1 from Redis, not yet stored
 		c.cutStream("k", "v2")
-		close(c.release)
+		c.hold.Release()
 		if v := <-got; v != "v1" {
 			t.Fatalf("reader got %q, want the v1 it read before the loss", v)
 		}
@@ -345,18 +344,13 @@ type coherent struct {
 	seen  *seenTarget
 	proxy *redis.Client // db 0
 
-	// One upstream batch can be held after its replies arrive and before
-	// they settle: set hold, wait on held, close release.
-	hold    atomic.Bool
-	held    chan struct{}
-	release chan struct{}
+	hold *batchHold // holds one upstream batch before it settles
 
 	reconnects int64 // State.Reconnects when the stream was cut
 }
 
 func startCoherent(t *testing.T, mode invalidation.Mode, sc scenario) *coherent {
-	c := &coherent{t: t, mode: mode, seen: &seenTarget{keys: map[string]int{}},
-		held: make(chan struct{}), release: make(chan struct{})}
+	c := &coherent{t: t, mode: mode, seen: &seenTarget{keys: map[string]int{}}, hold: newBatchHold()}
 	o := envOptions{
 		redis:          sc.redis,
 		mode:           mode,
@@ -367,12 +361,7 @@ func startCoherent(t *testing.T, mode invalidation.Mode, sc scenario) *coherent 
 			c.seen.Target = target
 			return c.seen
 		},
-		afterUpstream: func() {
-			if c.hold.CompareAndSwap(true, false) {
-				close(c.held)
-				<-c.release
-			}
-		},
+		afterUpstream: c.hold.hook,
 	}
 	if sc.env != nil {
 		sc.env(&o)

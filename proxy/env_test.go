@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -267,3 +268,40 @@ func (r *rawConn) roundTrip(req string, want int) string {
 func crlf(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
 
 var redistestNoEvents = redistest.Options{NotifyKeyspaceEvents: "none"}
+
+// batchHold holds one upstream batch after its replies arrive and before they
+// settle, as envOptions.afterUpstream: Arm it, wait on Held, then Release.
+type batchHold struct {
+	armed   atomic.Bool
+	held    chan struct{}
+	release chan struct{}
+}
+
+func newBatchHold() *batchHold {
+	return &batchHold{held: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (h *batchHold) hook() {
+	if h.armed.CompareAndSwap(true, false) {
+		close(h.held)
+		<-h.release
+	}
+}
+
+// Arm makes the next batch to come back from the upstream wait.
+func (h *batchHold) Arm() { h.armed.Store(true) }
+
+// Held returns once the armed batch is waiting.
+func (h *batchHold) Held() { <-h.held }
+
+// Release lets it go on.
+func (h *batchHold) Release() { close(h.release) }
+
+// waitKeyspaceEvents waits until n keyspace invalidations have arrived, e.g.
+// the event of a SET, so that it cannot spoil a fill made after it.
+func (e *env) waitKeyspaceEvents(n float64) {
+	e.t.Helper()
+	eventually(e.t, 5*time.Second, "keyspace events", func() bool {
+		return e.counter("cacheproxy_invalidations_total", map[string]string{"source": "keyspace"}) >= n
+	})
+}

@@ -26,9 +26,7 @@ func TestReadThroughL1(t *testing.T) {
 	}
 	// The SET's own keyspace event invalidates the key again when it arrives;
 	// let it, so that the fill below is not dropped by it.
-	eventually(t, 5*time.Second, "keyspace event of the SET", func() bool {
-		return e.counter("cacheproxy_invalidations_total", map[string]string{"source": "keyspace"}) >= 1
-	})
+	e.waitKeyspaceEvents(1)
 	if v, err := c.Get(bg, "user:1").Result(); err != nil || v != "alice" {
 		t.Fatalf("first GET = %q, %v", v, err)
 	}
@@ -134,23 +132,17 @@ func TestStaleFillIsDropped(t *testing.T) {
 	for _, via := range []string{"direct", "proxy"} {
 		t.Run(via, func(t *testing.T) {
 			t.Parallel()
-			var armed atomic.Bool
-			held, release := make(chan struct{}), make(chan struct{})
-			e := startEnv(t, envOptions{afterUpstream: func() {
-				if armed.CompareAndSwap(true, false) {
-					close(held)
-					<-release
-				}
-			}})
+			hold := newBatchHold()
+			e := startEnv(t, envOptions{afterUpstream: hold.hook})
 			e.waitSubscribed()
 			reader, writer := e.client(0), e.client(0)
 			e.direct.Set(bg, "race", "v1", 0)
 			// Warm the reader's connection so the hook catches the GET.
 			reader.Ping(bg)
-			armed.Store(true)
+			hold.Arm()
 			got := make(chan string)
 			go func() { got <- reader.Get(bg, "race").Val() }()
-			<-held // the reader holds v1 from Redis, not yet settled
+			hold.Held() // the reader holds v1 from Redis, not yet settled
 			inv := e.counter("cacheproxy_invalidations_total", nil)
 			if via == "direct" {
 				e.direct.Set(bg, "race", "v2", 0)
@@ -160,7 +152,7 @@ func TestStaleFillIsDropped(t *testing.T) {
 			} else if err := writer.Set(bg, "race", "v2", 0).Err(); err != nil {
 				t.Fatal(err)
 			}
-			close(release)
+			hold.Release()
 			if v := <-got; v != "v1" {
 				t.Fatalf("reader got %q, want the v1 it read before the write", v)
 			}
@@ -320,19 +312,11 @@ func TestCachingRefusedWithoutNotifications(t *testing.T) {
 // by that one upstream GET.
 func TestConcurrentMissesShareOneRead(t *testing.T) {
 	t.Parallel()
-	var armed atomic.Bool
-	held, release := make(chan struct{}), make(chan struct{})
-	e := startEnv(t, envOptions{afterUpstream: func() {
-		if armed.CompareAndSwap(true, false) {
-			close(held)
-			<-release
-		}
-	}})
+	hold := newBatchHold()
+	e := startEnv(t, envOptions{afterUpstream: hold.hook})
 	e.waitSubscribed()
 	e.direct.Set(bg, "hot", "value", 0)
-	eventually(t, 5*time.Second, "keyspace event of the SET", func() bool {
-		return e.counter("cacheproxy_invalidations_total", map[string]string{"source": "keyspace"}) >= 1
-	})
+	e.waitKeyspaceEvents(1)
 	const readers = 100
 	clients := make([]*redis.Client, readers)
 	for i := range clients {
@@ -341,10 +325,10 @@ func TestConcurrentMissesShareOneRead(t *testing.T) {
 		clients[i].Ping(bg)
 	}
 	before := e.upstreamCalls()["get"]
-	armed.Store(true)
+	hold.Arm()
 	results := make(chan string, readers)
 	go func() { results <- clients[0].Get(bg, "hot").Val() }()
-	<-held
+	hold.Held()
 	misses := e.counter("cacheproxy_l1_misses_total", nil)
 	for _, c := range clients[1:] {
 		go func(c *redis.Client) { results <- c.Get(bg, "hot").Val() }(c)
@@ -352,7 +336,7 @@ func TestConcurrentMissesShareOneRead(t *testing.T) {
 	eventually(t, 10*time.Second, "every reader missed", func() bool {
 		return e.counter("cacheproxy_l1_misses_total", nil) == misses+readers-1
 	})
-	close(release)
+	hold.Release()
 	for i := 0; i < readers; i++ {
 		if v := <-results; v != "value" {
 			t.Fatalf("reader got %q", v)
@@ -371,9 +355,7 @@ func TestScriptWritesInvalidateDeclaredKeys(t *testing.T) {
 	e.waitSubscribed()
 	c := e.client(0)
 	c.Set(bg, "lock", "me", 0)
-	eventually(t, 5*time.Second, "keyspace event of the SET", func() bool {
-		return e.counter("cacheproxy_invalidations_total", map[string]string{"source": "keyspace"}) >= 1
-	})
+	e.waitKeyspaceEvents(1)
 	c.Get(bg, "lock")
 	e.cache.Wait()
 	release := redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)

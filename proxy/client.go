@@ -105,7 +105,13 @@ func (c *client) forward(raw []byte) {
 func (c *client) command(cmd redcon.Command) {
 	args := cmd.Args
 	rt := route(args[0])
-	c.countCommand(rt, args)
+	// The table lookup is made once, here, for the metric and the dispatch
+	// below; routed commands (the hit path) need none.
+	var info *commands.Info
+	if rt.kind == routeOther {
+		info = c.s.cmds.Lookup(args)
+	}
+	c.countCommand(rt, info)
 	if !c.authed {
 		c.unauthenticated(cmd)
 		return
@@ -129,7 +135,9 @@ func (c *client) command(cmd redcon.Command) {
 		c.local(rt, cmd)
 		return
 	}
-	info := c.s.cmds.Lookup(args)
+	if info == nil {
+		info = c.s.cmds.Lookup(args) // a read or MGET of the wrong arity
+	}
 	switch {
 	case info == nil:
 		c.forward(cmd.Raw)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -181,10 +182,10 @@ func (c *client) batchClass() batchClass {
 // of the hit path) is counted on the connection, without an atomic, and
 // published when its batch ends (publishCounts); the rest are counted by the
 // upstream's command table at once, so the label set is bounded by what the
-// upstream knows, and "other" takes the rest.
-func (c *client) countCommand(rt *routeInfo, args [][]byte) {
+// upstream knows (info, nil when unknown), and "other" takes the rest.
+func (c *client) countCommand(rt *routeInfo, info *commands.Info) {
 	if rt.kind == routeOther {
-		c.s.metrics.commands.byInfo(c.s.cmds.Lookup(args[:1])).add(c.id)
+		c.s.metrics.commands.byInfo(info).add(c.id)
 		return
 	}
 	cc := &c.counts
@@ -360,7 +361,10 @@ func (c *commandCounters) Collect(ch chan<- prometheus.Metric) {
 		byName[r.name] += c.routed[r.id].value()
 	}
 	for info, n := range *c.infos.Load() {
-		byName[info.Name] += n.value()
+		// Subcommands count under their command: the label is CONFIG, not
+		// CONFIG|GET.
+		name, _, _ := strings.Cut(info.Name, "|")
+		byName[name] += n.value()
 	}
 	for name, n := range byName {
 		if n > 0 || name == "other" {

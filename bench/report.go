@@ -23,6 +23,7 @@ type report struct {
 	Duration  string           `json:"round_duration"`
 	Warmup    string           `json:"warmup"`
 	Scenarios []scenarioResult `json:"scenarios"`
+	Memory    *memoryResult    `json:"memory,omitempty"` // the suite's memory check
 }
 
 type scenarioResult struct {
@@ -155,6 +156,9 @@ func writeMarkdown(w io.Writer, r report, summary bool) {
 			fmt.Fprintf(w, ": %s", sr.Description)
 		}
 		fmt.Fprintf(w, ". `%s`. [figure](%s.svg)\n", sr.Spec, sr.Name)
+	}
+	if r.Memory != nil {
+		writeMemoryMarkdown(w, *r.Memory)
 	}
 }
 

@@ -44,14 +44,17 @@ func standardSuite() []scenario {
 	}
 }
 
-// proxyConfig is the proxy's configuration for the suite: a 256 MiB L1 that
+// suiteBudget is the proxy's L1 budget in the suite.
+const suiteBudget = 256 << 20
+
+// proxyConfig is the proxy's configuration for the suite: a suiteBudget L1 that
 // caches "bench:" and nothing else.
-const proxyConfig = `l1:
-  max_memory: 256MiB
+var proxyConfig = fmt.Sprintf(`l1:
+  max_memory: %dMiB
 policies:
   - {prefix: "bench:", ttl: 60s}
   - {prefix: "", cache: false}
-`
+`, suiteBudget>>20)
 
 func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench suite", flag.ContinueOnError)
@@ -92,7 +95,7 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := pl.validate(); err != nil {
 		return fmt.Errorf("suite: %w", err)
 	}
-	scenarios, err := pickScenarios(standardSuite(), only)
+	scenarios, memory, err := pickScenarios(standardSuite(), only)
 	if err != nil {
 		return err
 	}
@@ -170,6 +173,7 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("suite: %w", err)
 	}
+	proxyProc := procs[len(procs)-1]
 	targets = append(targets, target{Name: "proxy", Addr: proxyAddr, metrics: "http://" + metricsAddr + "/metrics"})
 
 	if twemBin != "" {
@@ -221,6 +225,18 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
+	if memory {
+		// Last: its million keys would evict the scenarios' from the L1.
+		m, err := checkMemory(ctx, redisAddr, proxyAddr, proxyProc.cmd.Process.Pid, suiteBudget, prog)
+		if err != nil {
+			return fmt.Errorf("suite: %w", err)
+		}
+		rep.Memory = &m
+		writeMemoryTable(stdout, m)
+		if err := writeSuiteResults(out, rep); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(stdout, "\nsuite took %s; results in %s (results.md, results.json, SVG figures)\n", time.Since(began).Round(time.Second), out)
 	return nil
 }
@@ -237,13 +253,15 @@ func twemproxyConfig(listen, redis string) string {
 `, listen, redis)
 }
 
-func pickScenarios(all []scenario, only string) ([]scenario, error) {
+// pickScenarios picks the scenarios only names (all for ""), and whether the
+// memory check is among them.
+func pickScenarios(all []scenario, only string) (picked []scenario, memory bool, err error) {
 	want := splitList(only)
 	if len(want) == 0 {
-		return all, nil
+		return all, true, nil
 	}
 	var out []scenario
-	var names []string
+	names := []string{memoryScenario}
 	for _, sc := range all {
 		names = append(names, sc.Name)
 		if slices.Contains(want, sc.Name) {
@@ -252,10 +270,10 @@ func pickScenarios(all []scenario, only string) ([]scenario, error) {
 	}
 	for _, w := range want {
 		if !slices.Contains(names, w) {
-			return nil, fmt.Errorf("suite: no scenario %q; there are %s", w, strings.Join(names, ", "))
+			return nil, false, fmt.Errorf("suite: no scenario %q; there are %s", w, strings.Join(names, ", "))
 		}
 	}
-	return out, nil
+	return out, slices.Contains(want, memoryScenario), nil
 }
 
 func writeSuiteResults(dir string, rep report) error {

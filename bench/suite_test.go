@@ -172,13 +172,40 @@ func TestPickScenarios(t *testing.T) {
 			}
 		}
 	}
-	if got, _ := pickScenarios(all, ""); len(got) != len(all) {
-		t.Error("no --only should run everything")
+	if err := memorySpec().Validate(); err != nil {
+		t.Errorf("memory check's spec: %v", err)
 	}
-	if got, err := pickScenarios(all, "mget-10, sessions"); err != nil || len(got) != 2 {
-		t.Errorf("pick two: %v, %v", got, err)
+	if got, memory, _ := pickScenarios(all, ""); len(got) != len(all) || !memory {
+		t.Error("no --only should run everything, the memory check too")
 	}
-	if _, err := pickScenarios(all, "nope"); err == nil || !strings.Contains(err.Error(), "get-hit") {
+	if got, memory, err := pickScenarios(all, "mget-10, sessions"); err != nil || len(got) != 2 || memory {
+		t.Errorf("pick two: %v, %v, %v", got, memory, err)
+	}
+	if got, memory, err := pickScenarios(all, "memory"); err != nil || len(got) != 0 || !memory {
+		t.Errorf("pick the memory check alone: %v, %v, %v", got, memory, err)
+	}
+	if _, _, err := pickScenarios(all, "nope"); err == nil || !strings.Contains(err.Error(), "get-hit") || !strings.Contains(err.Error(), "memory") {
 		t.Errorf("unknown scenario: %v, want an error listing the names", err)
+	}
+}
+
+func TestResidentMemory(t *testing.T) {
+	t.Parallel()
+	status := "Name:\tcacheproxy\nVmPeak:\t  900000 kB\nVmHWM:\t  351216 kB\nVmRSS:\t  340000 kB\nThreads:\t9\n"
+	rss, peak, err := residentMemory(strings.NewReader(status))
+	if err != nil || rss != 340000<<10 || peak != 351216<<10 {
+		t.Fatalf("residentMemory = %d, %d, %v; want %d, %d", rss, peak, err, 340000<<10, 351216<<10)
+	}
+	for _, bad := range []string{"", "VmRSS:\t12 kB\n", "VmRSS:\tlots kB\nVmHWM:\t1 kB\n", "VmRSS:\t12 MB\nVmHWM:\t1 kB\n"} {
+		if _, _, err := residentMemory(strings.NewReader(bad)); err == nil {
+			t.Errorf("residentMemory(%q) = nil error", bad)
+		}
+	}
+	// The running test's own status, where the suite reads the proxy's.
+	if f, err := os.Open("/proc/self/status"); err == nil {
+		defer f.Close()
+		if rss, peak, err := residentMemory(f); err != nil || rss <= 0 || peak < rss {
+			t.Errorf("own status: %d, %d, %v", rss, peak, err)
+		}
 	}
 }

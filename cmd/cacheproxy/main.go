@@ -42,7 +42,7 @@ func main() {
 		<-ctx.Done()
 		stop() // a second signal stops the process at once, without draining
 	}()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+	if err := run(ctx, os.Args[1:], os.Stderr, limitMemory); err != nil {
 		fmt.Fprintln(os.Stderr, "cacheproxy:", err)
 		os.Exit(1)
 	}
@@ -50,8 +50,9 @@ func main() {
 
 // run starts the proxy and blocks until ctx ends or a part fails; then it
 // drains clients for up to shutdown_grace and stops every part. It returns nil
-// after a stop that ctx asked for, drained or not.
-func run(ctx context.Context, args []string, stderr io.Writer) error {
+// after a stop that ctx asked for, drained or not. limit, when not nil, sets
+// the process's memory limit from the L1 budget (limitMemory).
+func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget int64) (int64, bool)) error {
 	fl, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
@@ -62,6 +63,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	level := new(slog.LevelVar)
 	log := newLogger(cfg.Log, level, stderr)
+	if limit != nil {
+		bytes, fromEnv := limit(int64(cfg.L1.MaxMemory))
+		log.Info("memory limit", "bytes", bytes, "from_GOMEMLIMIT", fromEnv)
+	}
 
 	opts, err := redis.ParseURL(cfg.Upstream)
 	if err != nil {

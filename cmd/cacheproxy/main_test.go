@@ -67,7 +67,7 @@ policies:
 	logs := &syncbuf.Buffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--config", cfg, "--listen", listen, "--upstream", r.URL(0), "--metrics", metrics}, logs)
+		done <- run(ctx, []string{"--config", cfg, "--listen", listen, "--upstream", r.URL(0), "--metrics", metrics}, logs, nil)
 	}()
 	waitReady(t, metrics, logs)
 
@@ -129,12 +129,12 @@ func TestConfigErrorsStopBeforeListening(t *testing.T) {
 		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		err := run(context.Background(), []string{"--config", path, "--listen", listen}, io.Discard)
+		err := run(context.Background(), []string{"--config", path, "--listen", listen}, io.Discard, nil)
 		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), field) {
 			t.Errorf("%s: error %v does not name the file and the field", field, err)
 		}
 	}
-	if err := run(context.Background(), []string{"--upstream", "mysql://x"}, io.Discard); err == nil || !strings.Contains(err.Error(), "upstream") {
+	if err := run(context.Background(), []string{"--upstream", "mysql://x"}, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "upstream") {
 		t.Errorf("bad --upstream flag: %v", err)
 	}
 	l, err := net.Listen("tcp", listen)

@@ -71,7 +71,7 @@ func startProc(t *testing.T, r *redistest.Server, body string) *proc {
 	p.writeConfig(body)
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
-	go func() { p.done <- run(ctx, []string{"--config", p.file}, p.logs) }()
+	go func() { p.done <- run(ctx, []string{"--config", p.file}, p.logs, nil) }()
 	t.Cleanup(func() {
 		if p.cancel != nil {
 			p.stop()

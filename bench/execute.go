@@ -16,6 +16,7 @@ type scenario struct {
 	Description string
 	Spec        loadgen.Spec // Conns is taken from Conns
 	Conns       []int
+	Ceiling     bool // the ceiling server runs too (L1-hit scenarios)
 }
 
 // plan says how a scenario is measured.
@@ -42,10 +43,22 @@ func (p plan) validate() error {
 // execute preloads the scenario's keys, then for each connection count runs
 // the targets in turn, round after round (A B C A B C ...), so that drift in
 // the machine's state spreads over all of them.
-func execute(ctx context.Context, sc scenario, targets []target, pl plan, prog *progress, log io.Writer) (scenarioResult, error) {
+func execute(ctx context.Context, sc scenario, all []target, pl plan, prog *progress, log io.Writer) (scenarioResult, error) {
 	res := scenarioResult{Name: sc.Name, Description: sc.Description, Spec: sc.Spec}
+	var targets, preload []target
+	for _, t := range all {
+		if t.ceiling && !sc.Ceiling {
+			continue
+		}
+		targets = append(targets, t)
+		if t.ceiling {
+			preload = append(preload, t)
+		}
+	}
 	if pl.Preload {
-		via := preloadTarget(targets)
+		preload = append([]target{preloadTarget(targets)}, preload...)
+	}
+	for _, via := range preload {
 		prog.note(fmt.Sprintf("%s: preloading %d keys via %s", sc.Name, sc.Spec.Keys, via.Name))
 		spec := sc.Spec
 		spec.Conns = 1

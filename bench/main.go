@@ -5,10 +5,13 @@
 //
 //	go run ./bench --target proxy=127.0.0.1:6380 --target direct=127.0.0.1:6379 \
 //	    --metrics proxy=http://127.0.0.1:9180/metrics --workload get --conns 1,10,50,200
-//	go run ./bench suite --proxy-bin ./cacheproxy --out bench/results
+//	go run ./bench suite --proxy-bin ./cacheproxy --out bench/results [--only memory]
+//	go run ./bench ceiling --listen 127.0.0.1:7000
 //
-// The suite starts its own redis-server, proxy and (when installed) twemproxy
-// on free loopback ports and stops them when it ends. bench speaks RESP over
+// The suite starts its own redis-server, proxy, (when installed) twemproxy and
+// ceiling server (bench ceiling: GET and SET from a map on redcon) on free
+// loopback ports and stops them when it ends; its last step measures the
+// proxy's resident memory against its L1 budget. bench speaks RESP over
 // TCP only; it never imports the proxy. It loads only loopback addresses unless
 // told otherwise, and every run it makes is bounded by its duration.
 package main
@@ -49,6 +52,9 @@ func main() {
 func cli(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "suite" {
 		return suiteCmd(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "ceiling" {
+		return ceilingCmd(ctx, args[1:], stderr)
 	}
 	return runCmd(ctx, args, stdout, stderr)
 }

@@ -298,6 +298,12 @@ func summaryFigure(r report) (f plot.Figure, ok bool) {
 	}
 	for _, name := range order {
 		s := byTarget[name]
+		// Nor a target missing from the last categories (the ceiling server
+		// runs in some scenarios only).
+		for len(s[0].Values) < len(cats) {
+			s[0].Values = append(s[0].Values, math.NaN())
+			s[1].Values = append(s[1].Values, math.NaN())
+		}
 		f.Charts[0].Series = append(f.Charts[0].Series, s[0])
 		f.Charts[1].Series = append(f.Charts[1].Series, s[1])
 	}

@@ -25,22 +25,22 @@ func standardSuite() []scenario {
 	with := func(s loadgen.Spec, edit func(*loadgen.Spec)) loadgen.Spec { edit(&s); return s }
 	uncached := with(hit, func(s *loadgen.Spec) { s.Prefix = "nocache:" })
 	return []scenario{
-		{"get-hit-p16", "L1-hit GET, pipeline 16", with(hit, func(s *loadgen.Spec) { s.Pipeline = 16 }), []int{50}},
-		{"get-uncached-p1", "pass-through GET on an uncached prefix", uncached, []int{50}},
-		{"get-uncached-p16", "pass-through GET on an uncached prefix, pipeline 16", with(uncached, func(s *loadgen.Spec) { s.Pipeline = 16 }), []int{50}},
-		{"set-uncached-p1", "pass-through SET on an uncached prefix", with(uncached, func(s *loadgen.Spec) { s.Workload = loadgen.Set }), []int{50}},
+		{"get-hit-p16", "L1-hit GET, pipeline 16", with(hit, func(s *loadgen.Spec) { s.Pipeline = 16 }), []int{50}, true},
+		{"get-uncached-p1", "pass-through GET on an uncached prefix", uncached, []int{50}, false},
+		{"get-uncached-p16", "pass-through GET on an uncached prefix, pipeline 16", with(uncached, func(s *loadgen.Spec) { s.Pipeline = 16 }), []int{50}, false},
+		{"set-uncached-p1", "pass-through SET on an uncached prefix", with(uncached, func(s *loadgen.Spec) { s.Workload = loadgen.Set }), []int{50}, false},
 		{"set-uncached-p16", "pass-through SET on an uncached prefix, pipeline 16", with(uncached, func(s *loadgen.Spec) {
 			s.Workload, s.Pipeline = loadgen.Set, 16
-		}), []int{50}},
+		}), []int{50}, false},
 		{"get-miss-1conn", "one client, unpipelined, every GET an L1 miss (each key is read once)", with(hit, func(s *loadgen.Spec) {
 			s.Prefix, s.Dist, s.ZipfS, s.Keys = "bench:miss:", loadgen.Seq, 0, 1_000_000
-		}), []int{1}},
-		{"mget-10", "MGET of 10 cached keys", with(hit, func(s *loadgen.Spec) { s.Workload, s.MGetKeys = loadgen.MGet, 10 }), []int{50}},
+		}), []int{1}, false},
+		{"mget-10", "MGET of 10 cached keys", with(hit, func(s *loadgen.Spec) { s.Workload, s.MGetKeys = loadgen.MGet, 10 }), []int{50}, false},
 		{"sessions", "session store: GET, or SET EX of 1-4 KiB values, 80/20", with(hit, func(s *loadgen.Spec) {
 			s.Workload, s.Prefix, s.ValueMin, s.ValueMax, s.ReadRatio, s.TTL = loadgen.Session, "bench:sess:", 1024, 4096, 0.8, 1800
-		}), []int{50}},
-		{"mixed-90-10", "cached GET and SET, 90/10", with(hit, func(s *loadgen.Spec) { s.Workload, s.ReadRatio = loadgen.Mixed, 0.9 }), []int{50}},
-		{"get-hit", "L1-hit GET, unpipelined, as connections grow (1 connection: one client's hit latency)", hit, []int{1, 10, 50, 200}},
+		}), []int{50}, false},
+		{"mixed-90-10", "cached GET and SET, 90/10", with(hit, func(s *loadgen.Spec) { s.Workload, s.ReadRatio = loadgen.Mixed, 0.9 }), []int{50}, false},
+		{"get-hit", "L1-hit GET, unpipelined, as connections grow (1 connection: one client's hit latency)", hit, []int{1, 10, 50, 200}, true},
 	}
 }
 
@@ -75,10 +75,11 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Uint64Var(&pl.Seed, "seed", 1, "seed of the key and value choices")
 	fs.BoolVar(&force, "progress", false, "show a live progress line on stderr even when it is not a terminal")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: bench suite --proxy-bin PATH [flags]\n\nStarts redis-server, the proxy and twemproxy on free loopback ports, runs the scenarios and stops them.\nScenarios:\n")
+		fmt.Fprintf(stderr, "usage: bench suite --proxy-bin PATH [flags]\n\nStarts redis-server, the proxy, twemproxy and the ceiling server on free loopback ports, runs the scenarios and stops them.\nScenarios:\n")
 		for _, sc := range standardSuite() {
 			fmt.Fprintf(stderr, "  %-17s %s\n", sc.Name, sc.Description)
 		}
+		fmt.Fprintf(stderr, "  %-17s %s\n", memoryScenario, "the proxy's resident memory after a million 1 KB keys, each read twice, against its L1 budget (run last)")
 		fmt.Fprintln(stderr)
 		fs.PrintDefaults()
 	}
@@ -201,6 +202,18 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 	}
+
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("suite: the ceiling server: %w", err)
+	}
+	ceilingAddr, err := start(ceilingName, func(addr string) ([]string, error) {
+		return []string{self, "ceiling", "--listen", addr}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("suite: %w", err)
+	}
+	targets = append(targets, target{Name: ceilingName, Addr: ceilingAddr, ceiling: true})
 
 	rep := newReport(pl)
 	rep.Machine.Redis = redisVersion(redisPath)

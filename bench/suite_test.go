@@ -7,20 +7,36 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/cacheproxy/cacheproxy/bench/loadgen"
 )
 
 const fakeProxyEnv = "BENCH_TEST_FAKE_PROXY"
 
 // TestMain lets the test binary stand in for the proxy binary in suite tests:
 // started with fakeProxyEnv set, it is a plain TCP relay to its upstream with
-// a counters endpoint, taking the proxy's command line.
+// a counters endpoint, taking the proxy's command line. The suite also starts
+// its own executable, the test binary here, as the ceiling server.
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "ceiling" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		err := ceilingCmd(ctx, os.Args[2:], os.Stderr)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ceiling:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if os.Getenv(fakeProxyEnv) == "1" {
 		if err := fakeProxy(os.Args[1:]); err != nil {
 			fmt.Fprintln(os.Stderr, "fake proxy:", err)
@@ -109,8 +125,10 @@ func TestSuiteStartsMeasuresAndStopsEverything(t *testing.T) {
 	var addrs []string
 	for _, sr := range rep.Scenarios {
 		for _, p := range sr.Points {
-			if len(p.Targets) != 2 || p.Targets[0].Target != "direct" || p.Targets[1].Target != "proxy" {
-				t.Fatalf("%s@%d: targets %+v, want direct then proxy", sr.Name, p.Conns, p.Targets)
+			// The ceiling server runs in the L1-hit scenarios, with keys of
+			// its own: a nil would say its preload failed.
+			if len(p.Targets) != 3 || p.Targets[0].Target != "direct" || p.Targets[1].Target != "proxy" || p.Targets[2].Target != ceilingName {
+				t.Fatalf("%s@%d: targets %+v, want direct, proxy and %s", sr.Name, p.Conns, p.Targets, ceilingName)
 			}
 			for _, tr := range p.Targets {
 				if tr.Median.Ops == 0 || tr.Median.Errors != 0 || tr.Median.Nils != 0 {
@@ -120,7 +138,7 @@ func TestSuiteStartsMeasuresAndStopsEverything(t *testing.T) {
 			if h := p.Targets[1].Median.HitRatio; h == nil || *h != 0.75 {
 				t.Errorf("%s@%d: proxy hit ratio %v, want 0.75 from its metrics endpoint", sr.Name, p.Conns, h)
 			}
-			addrs = append(addrs, p.Targets[0].Addr, p.Targets[1].Addr)
+			addrs = append(addrs, p.Targets[0].Addr, p.Targets[1].Addr, p.Targets[2].Addr)
 		}
 	}
 	if rep.Machine.Redis == "" {
@@ -207,5 +225,35 @@ func TestResidentMemory(t *testing.T) {
 		if rss, peak, err := residentMemory(f); err != nil || rss <= 0 || peak < rss {
 			t.Errorf("own status: %d, %d, %v", rss, peak, err)
 		}
+	}
+}
+
+// A target that runs in some scenarios only (the ceiling server) has a value,
+// or a gap, for every category of the summary.
+func TestSummaryWithATargetInSomeScenarios(t *testing.T) {
+	t.Parallel()
+	res := func(name string, ops float64) targetResult {
+		return targetResult{Target: name, Median: loadgen.Stats{OpsPerSec: ops, P99: 100}}
+	}
+	rep := report{Scenarios: []scenarioResult{
+		{Name: "hit", Points: []point{{Conns: 50, Targets: []targetResult{res("direct", 100), res("proxy", 90), res(ceilingName, 110)}}}},
+		{Name: "pass", Points: []point{{Conns: 50, Targets: []targetResult{res("direct", 100), res("proxy", 70)}}}},
+	}}
+	f, ok := summaryFigure(rep)
+	if !ok {
+		t.Fatal("no summary")
+	}
+	for _, c := range f.Charts {
+		if len(c.Series) != 2 {
+			t.Fatalf("%s: %d series, want proxy and %s", c.Title, len(c.Series), ceilingName)
+		}
+		for _, s := range c.Series {
+			if len(s.Values) != len(c.Categories) {
+				t.Errorf("%s: %s has %d values for %d categories", c.Title, s.Name, len(s.Values), len(c.Categories))
+			}
+		}
+	}
+	if v := f.Charts[0].Series[1].Values; len(v) != 2 || v[0] != 1.1 || !math.IsNaN(v[1]) {
+		t.Errorf("%s throughput %v, want [1.1 NaN]", ceilingName, v)
 	}
 }

@@ -12,6 +12,9 @@ type target struct {
 	Name    string `json:"name"`
 	Addr    string `json:"addr"`
 	metrics string // Prometheus endpoint URL, if any
+	// ceiling marks the suite's ceiling server: it keeps its own keys, so it
+	// is preloaded too, and it runs only in scenarios that ask for it.
+	ceiling bool
 }
 
 // namedValues is a repeatable name=value flag that keeps the order given.

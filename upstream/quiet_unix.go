@@ -1,10 +1,11 @@
-//go:build unix
+//go:build linux || darwin || dragonfly || freebsd || netbsd || openbsd
 
 package upstream
 
 import (
 	"net"
 	"syscall"
+	"unsafe"
 )
 
 // quiet reports whether nothing is waiting to be read on an idle connection:
@@ -22,9 +23,14 @@ func quiet(nc net.Conn) bool {
 	ok = true
 	err = rc.Read(func(fd uintptr) bool {
 		var b [1]byte
-		// Only "would block" means quiet: 0 bytes is the peer's close.
-		_, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		ok = rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK
+		// A raw system call: MSG_DONTWAIT never blocks, so the scheduler
+		// need not be told, and the client's goroutine does not risk being
+		// moved to another thread on the way back, which costs the lone
+		// client's miss a wake-up. Only "would block" means quiet: 0 bytes
+		// is the peer's close.
+		_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		ok = errno == syscall.EAGAIN || errno == syscall.EWOULDBLOCK
 		return true // never wait
 	})
 	return ok && err == nil

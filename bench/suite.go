@@ -203,17 +203,19 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("suite: the ceiling server: %w", err)
+	if slices.ContainsFunc(scenarios, func(sc scenario) bool { return sc.Ceiling }) {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("suite: the ceiling server: %w", err)
+		}
+		ceilingAddr, err := start(ceilingName, func(addr string) ([]string, error) {
+			return []string{self, "ceiling", "--listen", addr}, nil
+		})
+		if err != nil {
+			return fmt.Errorf("suite: %w", err)
+		}
+		targets = append(targets, target{Name: ceilingName, Addr: ceilingAddr, ceiling: true})
 	}
-	ceilingAddr, err := start(ceilingName, func(addr string) ([]string, error) {
-		return []string{self, "ceiling", "--listen", addr}, nil
-	})
-	if err != nil {
-		return fmt.Errorf("suite: %w", err)
-	}
-	targets = append(targets, target{Name: ceilingName, Addr: ceilingAddr, ceiling: true})
 
 	rep := newReport(pl)
 	rep.Machine.Redis = redisVersion(redisPath)

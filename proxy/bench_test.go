@@ -16,6 +16,18 @@ type sinkConn struct {
 
 func (s *sinkConn) WriteRaw(b []byte) { s.n += len(b) }
 
+// command is what redcon hands the server for args: Raw matters, because a miss
+// forwards it upstream as it is.
+func command(args ...string) redcon.Command {
+	var cmd redcon.Command
+	cmd.Raw = redcon.AppendArray(nil, len(args))
+	for _, a := range args {
+		cmd.Raw = redcon.AppendBulkString(cmd.Raw, a)
+		cmd.Args = append(cmd.Args, []byte(a))
+	}
+	return cmd
+}
+
 // BenchmarkHitPath measures the proxy's own work for an L1 hit: routing, policy
 // lookup, L1 get and the reply write, for GET, HGET and an MGET of 10 keys.
 // redcon's parsing is not included; it allocates per command on its own.
@@ -39,10 +51,7 @@ func BenchmarkHitPath(b *testing.B) {
 		{"MGET10", mget},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			cmd := redcon.Command{}
-			for _, a := range tc.args {
-				cmd.Args = append(cmd.Args, []byte(a))
-			}
+			cmd := command(tc.args...)
 			// Warm the L1 through a real client and let the fills settle.
 			argsAny := make([]any, len(tc.args))
 			for i, a := range tc.args {

@@ -433,9 +433,11 @@ func TestCloseEndsEverySession(t *testing.T) {
 		t.Fatal("Close did not return")
 	}
 	wg.Wait()
-	if n := e.srv.clients.Load(); n != 0 {
-		t.Fatalf("%d clients counted after Close", n)
-	}
+	// redcon closes a socket before it hands the connection back, so the
+	// count may drop just after the client has seen its end.
+	eventually(t, 5*time.Second, "every client let go after Close", func() bool {
+		return e.srv.clients.Load() == 0
+	})
 }
 
 // BenchmarkRateLimiterTx is a rate limiter's transaction per request through

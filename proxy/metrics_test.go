@@ -8,7 +8,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"github.com/redis/go-redis/v9"
-	"github.com/tidwall/redcon"
 )
 
 // TestMetricsAfterTraffic runs a little of everything through the proxy, then
@@ -110,7 +109,7 @@ func TestHitPathDoesNotAllocate(t *testing.T) {
 	e.waitSubscribed()
 	c := e.client(0)
 	e.direct.Set(bg, "user:1", "v", 0)
-	cmd := redcon.Command{Args: [][]byte{[]byte("GET"), []byte("user:1")}}
+	cmd := command("GET", "user:1")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		c.Get(bg, "user:1")
@@ -148,7 +147,7 @@ func BenchmarkHitPathCounted(b *testing.B) {
 		e.client(0).Get(bg, "user:1")
 		e.cache.Wait()
 	}
-	cmd := redcon.Command{Args: [][]byte{[]byte("GET"), []byte("user:1")}}
+	cmd := command("GET", "user:1")
 	for _, n := range []int{1, 16} {
 		b.Run(fmt.Sprintf("batch%d", n), func(b *testing.B) {
 			cl := &client{s: e.srv, conn: &sinkConn{}}

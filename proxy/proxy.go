@@ -164,7 +164,9 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // Close stops accepting, closes every client connection and fails commands
-// waiting on the upstream.
+// waiting on the upstream. It waits for detached clients' goroutines, not for
+// redcon's: one of those may still be letting its closed connection go, and
+// finds the upstream and the L1 closed if their owner closes them next.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.cancel()

@@ -4,13 +4,13 @@
 // variant read on that key (GET, HGET field, HGETALL, ...), so invalidating a key is
 // one delete. Entries are immutable: adding a variant stores a new copy. Reads go
 // through fills: Begin registers the read before it is sent upstream, Invalidate
-// spoils every fill of the key in flight, and Complete stores only what no
+// spoils every fill of the key in flight, and a fill's Store keeps only what no
 // invalidation, flush or Suspend overtook; concurrent misses of one key and variant
 // share a fill. FlushDB, FlushAll and Suspend never walk the cache: they bump an
 // epoch that every entry and fill carries, which hides what came before at once.
 //
-// Each variant expires ttl after the Complete that stored it, on the monotonic
-// clock, and Get checks that itself. Ristretto gets no TTL: its check, made on
+// Each variant expires ttl after the Resolve that answered its fill, on the
+// monotonic clock, and Get checks that itself. Ristretto gets no TTL: its check, made on
 // every hit, reads the wall clock as well and costs twice ours. An expired variant
 // keeps its memory until its key is filled again or ristretto evicts the entry.
 //
@@ -77,7 +77,7 @@ type Cache struct {
 	life sync.Mutex
 
 	// queued is the cost of the entries ristretto has been handed and has not
-	// yet taken off its set buffer; Complete stores nothing that would take it
+	// yet taken off its set buffer; Store hands over nothing that would take it
 	// past maxQueued. Ristretto bounds that buffer by count only.
 	queued    atomic.Int64
 	maxQueued int64
@@ -106,16 +106,20 @@ type Fill struct {
 	max     int    // the View's largest reply stored; 0: no limit
 
 	// guarded by the shard's mu
-	next      *Fill // next fill in the shard's flight list for h
-	spoiled   bool
-	completed bool
+	next     *Fill // next fill in the shard's flight list for h
+	spoiled  bool
+	resolved bool          // reply, ttl, at and why are set
+	stored   bool          // Store has run
+	ttl      time.Duration // what Resolve was given
+	at       int64         // when Resolve ran: the TTL counts from here
+	why      *atomic.Int64 // the counter of why Store will not keep the reply; nil: it may
 
-	done  chan struct{} // closed by Complete after reply is set
+	done  chan struct{} // closed by Resolve after reply is set
 	reply []byte
 }
 
 // Stats are counters since New. Entries and Bytes follow ristretto's own
-// bookkeeping, which applies new entries a moment after Complete hands them over.
+// bookkeeping, which applies new entries a moment after Store hands them over.
 type Stats struct {
 	// Entries and Bytes are what the cache holds now, Bytes as counted against
 	// Config.MaxBytes (admission counters excluded).
@@ -210,7 +214,8 @@ type shard struct {
 	// ristretto rejected or evicted is not kept alive until the next sweep.
 	settling []settler
 	sweepAt  int // len(settling) at which the next store sweeps it
-	_        [64 - 8 - 8 - 24 - 8]byte
+	unstored int // fills resolved and not yet stored, for Wait; guarded by mu
+	_        [64 - 8 - 8 - 24 - 8 - 8]byte
 }
 
 type settler struct {
@@ -272,7 +277,7 @@ func New(cfg Config) (*Cache, error) {
 
 // Close stops the cache's goroutines and drops every entry. Calls made after
 // Close miss, do not store and do not panic; a Fill begun before Close must still
-// be completed to release its followers.
+// be resolved to release its followers.
 func (c *Cache) Close() {
 	c.life.Lock()
 	defer c.life.Unlock()
@@ -322,7 +327,7 @@ func (c *Cache) get(db int, key, variant []byte, tag uint64) ([]byte, bool) {
 }
 
 // visible reports whether e may answer a read of (db, key). Suspend needs no test
-// of its own: it bumps the global epoch, and Complete stores nothing while
+// of its own: it bumps the global epoch, and Store keeps nothing while
 // suspended.
 func (c *Cache) visible(e *entry, db int, key []byte, tag uint64) bool {
 	return !e.dead.Load() &&
@@ -334,10 +339,10 @@ func (c *Cache) visible(e *entry, db int, key []byte, tag uint64) bool {
 }
 
 // Begin starts or joins a fill of (db, key, variant). The leader (leader == true)
-// must send its upstream read after Begin returns and then call Complete exactly
-// once, whatever happens to the read; followers call Wait. A fill is joined only
-// while no invalidation of the key or flush of its db has happened since it
-// began, so a caller that Begins after a write's Invalidate returned never gets a
+// must send its upstream read after Begin returns and then call Complete (or
+// Resolve and Store) once, whatever happens to the read; followers call Wait. A
+// fill is joined only while no invalidation of the key or flush of its db has
+// happened since it began, so a caller that Begins after a write's Invalidate returned never gets a
 // reply read before that write.
 func (c *Cache) Begin(db int, key, variant []byte) (f *Fill, leader bool) {
 	return c.begin(db, key, variant, 0, 0)
@@ -357,10 +362,13 @@ func (c *Cache) begin(db int, key, variant []byte, tag uint64, maxReply int) (f 
 		if p.db != db || p.tag != tag || !bytes.Equal(p.key(), key) || !bytes.Equal(p.variant(), variant) {
 			continue
 		}
+		if p.resolved && (p.why != nil || c.now()-p.at >= int64(p.ttl)) {
+			continue // see Resolve
+		}
 		if p.global == global && p.dbEpoch == dbEpoch {
 			return p, false
 		}
-		// Overtaken by a flush: its Complete will not store, and a reader who
+		// Overtaken by a flush: its Store will not keep it, and a reader who
 		// flushed must not be handed a reply read before the flush.
 		s.unlink(p)
 	}
@@ -381,57 +389,89 @@ func (c *Cache) begin(db int, key, variant []byte, tag uint64, maxReply int) (f 
 	return f, true
 }
 
-// Complete ends the leader's fill: it wakes followers with reply, and stores a
-// copy of reply for ttl (counted from now) when store is true, ttl > 0, reply is
-// within the limit of the View that began f, and no invalidation of the key,
-// flush of its db, or Suspend happened since Begin. It
-// reports whether reply was handed to the store (ristretto may still evict it).
-// Followers share reply: nobody may modify it afterwards.
+// Complete ends the leader's fill at once: Resolve, then Store.
 func (c *Cache) Complete(f *Fill, reply []byte, ttl time.Duration, store bool) bool {
+	c.Resolve(f, reply, ttl, store)
+	return c.Store(f)
+}
+
+// Resolve hands reply to the leader's followers. Store, which the leader must
+// call next, keeps a copy of it for ttl, counted from now, when store is true,
+// ttl > 0, reply is within the limit of the View that began f, and no
+// invalidation of the key, flush of its db, or Suspend happens before Store.
+// Followers share reply: nobody may modify it afterwards.
+//
+// The two steps let a leader answer its own client before it pays for the
+// store. Meanwhile newcomers join f only while Store would keep its reply and
+// the TTL lasts: it is then as fresh as the entry they would find after Store.
+func (c *Cache) Resolve(f *Fill, reply []byte, ttl time.Duration, store bool) {
 	if f.cache != c {
-		panic("l1: Complete called on another Cache than the Fill's")
+		panic("l1: Resolve called on another Cache than the Fill's")
 	}
 	s := &c.shards[f.h>>56]
 	s.mu.Lock()
-	if f.completed {
+	if f.resolved {
 		s.mu.Unlock()
-		panic("l1: Complete called twice on one Fill")
+		panic("l1: Resolve called twice on one Fill")
 	}
-	f.completed = true
-	s.unlink(f)
-	stored := false
+	f.resolved = true
+	f.reply, f.ttl, f.at = reply, ttl, c.now()
+	s.unstored++
 	switch {
 	case !store || ttl <= 0:
-		c.st.declined.Add(1)
+		f.why = &c.st.declined
 	case f.max > 0 && len(reply) > f.max:
-		c.st.droppedTooLarge.Add(1)
-	default:
-		// The stale fill, and why the check and the Set share s.mu with
-		// Invalidate's Del and spoiling:
-		//
-		//   reader: GET k misses, Begin(k) records fill F
-		//   reader: sends GET k upstream, which answers v1
-		//   writer: SET k v2 upstream
-		//   writer: Invalidate(k) deletes k from ristretto: nothing there yet
-		//   reader: Complete(F, v1) stores v1; the L1 now serves v1 until its TTL
-		//
-		// Invalidate marks F spoiled under s.mu, so the reader's check below sees
-		// it. Had Complete checked first and Set after releasing the lock, the
-		// whole of Invalidate could run in between: Del first, then the stale
-		// Set. Under one lock, either Complete runs first and Invalidate's Del
-		// removes what it stored, or Invalidate runs first and Complete drops v1.
-		// Flushes do the same through the epochs, which Get also checks, so an
-		// entry stored just after a flush bumped them is never visible.
-		if f.spoiled || !c.current(f) {
-			c.st.droppedStale.Add(1)
-		} else {
-			stored = c.store(s, f, reply, ttl)
-		}
+		f.why = &c.st.droppedTooLarge
 	}
 	s.mu.Unlock()
-	f.reply = reply
 	close(f.done)
-	return stored
+}
+
+// Store ends f, which Resolve answered, and stores its reply on the terms given
+// to Resolve. It reports whether the reply was handed to ristretto (which may
+// still evict it).
+func (c *Cache) Store(f *Fill) bool {
+	if f.cache != c {
+		panic("l1: Store called on another Cache than the Fill's")
+	}
+	s := &c.shards[f.h>>56]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !f.resolved || f.stored {
+		panic("l1: Store called on a Fill not resolved, or twice")
+	}
+	f.stored = true
+	s.unstored--
+	s.unlink(f)
+	switch {
+	case f.why != nil:
+		f.why.Add(1)
+		return false
+	case c.now()-f.at >= int64(f.ttl):
+		c.st.declined.Add(1)
+		return false
+	}
+	// The stale fill, and why the check and the Set share s.mu with
+	// Invalidate's Del and spoiling:
+	//
+	//   reader: GET k misses, Begin(k) records fill F
+	//   reader: sends GET k upstream, which answers v1
+	//   writer: SET k v2 upstream
+	//   writer: Invalidate(k) deletes k from ristretto: nothing there yet
+	//   reader: Store(F) stores v1; the L1 now serves v1 until its TTL
+	//
+	// Invalidate marks F spoiled under s.mu, so the reader's check below sees
+	// it. Had Store checked first and Set after releasing the lock, the whole
+	// of Invalidate could run in between: Del first, then the stale Set. Under
+	// one lock, either Store runs first and Invalidate's Del removes what it
+	// stored, or Invalidate runs first and Store drops v1. Flushes do the same
+	// through the epochs, which Get also checks, so an entry stored just after
+	// a flush bumped them is never visible.
+	if f.spoiled || !c.current(f) {
+		c.st.droppedStale.Add(1)
+		return false
+	}
+	return c.store(s, f)
 }
 
 // current reports whether no flush or Suspend has overtaken f.
@@ -441,9 +481,9 @@ func (c *Cache) current(f *Fill) bool {
 		f.dbEpoch == c.dbEpochs[uint(f.db)%dbSlots].Load()
 }
 
-// store hands reply to ristretto as part of a new entry for f's key, merged with
-// the live variants of the current one. It runs under s.mu.
-func (c *Cache) store(s *shard, f *Fill, reply []byte, ttl time.Duration) bool {
+// store hands f's reply to ristretto as part of a new entry for f's key, merged
+// with the live variants of the current one. It runs under s.mu.
+func (c *Cache) store(s *shard, f *Fill) bool {
 	g := &c.guards[rand.Uint32()%numGuards]
 	g.RLock()
 	defer g.RUnlock()
@@ -460,11 +500,11 @@ func (c *Cache) store(s *shard, f *Fill, reply []byte, ttl time.Duration) bool {
 		cur = nil // another key's (hash collision), or dead: nothing to keep
 	}
 	now := c.now()
-	expires := now + int64(ttl)
-	if expires < now {
+	expires := f.at + int64(f.ttl)
+	if expires < f.at {
 		expires = math.MaxInt64
 	}
-	e := newEntry(f, cur, reply, expires, now)
+	e := newEntry(f, cur, f.reply, expires, now)
 	if c.queued.Add(e.cost) > c.maxQueued || !c.rc.Set(f.h, e, 0) {
 		// Ristretto's goroutine is behind, or e alone is over the bound.
 		c.queued.Add(-e.cost)
@@ -477,7 +517,7 @@ func (c *Cache) store(s *shard, f *Fill, reply []byte, ttl time.Duration) bool {
 		// Its Del deletes at once and queues a second delete behind pending
 		// Sets, but that leaves a window:
 		//
-		//   reader: Complete(F, v1) queues e; F was not spoiled, v1 is current
+		//   reader: Store(F) queues e, holding v1; F was not spoiled, v1 is current
 		//   writer: SET k v2 upstream
 		//   writer: Invalidate(k): Del finds nothing, queues a delete behind e
 		//   writer: Invalidate returns, the write is acknowledged
@@ -516,10 +556,16 @@ func (c *Cache) sweep(s *shard) {
 	})
 }
 
-// Wait blocks until ristretto has applied every store and delete handed to it so
-// far: a Get that follows sees what Complete stored, and Stats count it.
-// Correctness never needs it; tests do.
+// Wait blocks until every fill resolved so far is stored and ristretto has
+// applied every store and delete handed to it: a Get that follows sees what
+// Store kept, and Stats count it. Correctness never needs it; tests do. It
+// panics when a resolved fill is not stored within waitBound: its leader lost it.
 func (c *Cache) Wait() {
+	for deadline := time.Now().Add(waitBound); c.unstored(); time.Sleep(50 * time.Microsecond) {
+		if time.Now().After(deadline) {
+			panic("l1: a resolved fill was not stored within " + waitBound.String())
+		}
+	}
 	g := &c.guards[rand.Uint32()%numGuards]
 	g.RLock()
 	defer g.RUnlock()
@@ -528,8 +574,23 @@ func (c *Cache) Wait() {
 	}
 }
 
+const waitBound = 10 * time.Second
+
+func (c *Cache) unstored() bool {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		n := s.unstored
+		s.mu.Unlock()
+		if n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // Wait blocks until the leader completes f and returns its reply, which must not
-// be modified. The leader must not call it before Complete.
+// be modified. The leader must not call it before Resolve.
 func (f *Fill) Wait() []byte {
 	<-f.done
 	return f.reply

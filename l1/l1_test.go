@@ -383,3 +383,76 @@ func TestCloseRacesUse(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// TestResolve: a fill resolved before it is stored answers its followers at
+// once, keeps at Store what it would have kept at Resolve, and takes newcomers
+// only while what it holds is as good as an entry.
+func TestResolve(t *testing.T) {
+	t.Parallel()
+	begin := func(t *testing.T, c *Cache, want bool) *Fill {
+		t.Helper()
+		f, leader := c.Begin(0, []byte("k"), []byte("GET"))
+		if leader != want {
+			t.Fatalf("Begin: leader = %v; want %v", leader, want)
+		}
+		return f
+	}
+
+	t.Run("followers before Store, the entry after", func(t *testing.T) {
+		t.Parallel()
+		c, _ := newCache(t, 8<<20)
+		f := begin(t, c, true)
+		g := begin(t, c, false)
+		c.Resolve(f, []byte("v1"), hour, true)
+		if got := string(g.Wait()); got != "v1" {
+			t.Fatalf("follower got %q; want v1", got)
+		}
+		if got := string(begin(t, c, false).Wait()); got != "v1" {
+			t.Fatalf("newcomer got %q; want v1", got)
+		}
+		wantMiss(t, c, 0, "k", "GET")
+		if !c.Store(f) {
+			t.Fatal("Store did not keep the resolved reply")
+		}
+		wantHit(t, c, 0, "k", "GET", "v1")
+	})
+
+	t.Run("Wait waits for Store", func(t *testing.T) {
+		t.Parallel()
+		c, _ := newCache(t, 8<<20)
+		f := begin(t, c, true)
+		c.Resolve(f, []byte("v1"), hour, true)
+		go func() {
+			time.Sleep(20 * time.Millisecond) // Wait is polling by then
+			c.Store(f)
+		}()
+		wantHit(t, c, 0, "k", "GET", "v1")
+	})
+
+	for _, tc := range []struct {
+		name  string
+		store bool
+		event func(c *Cache, clock *atomic.Int64)
+	}{
+		{"not to be kept", false, func(*Cache, *atomic.Int64) {}},
+		{"an invalidation spoils it", true, func(c *Cache, _ *atomic.Int64) { c.Invalidate(0, []byte("k")) }},
+		{"a flush overtakes it", true, func(c *Cache, _ *atomic.Int64) { c.FlushDB(0) }},
+		{"the TTL runs from Resolve", true, func(_ *Cache, clock *atomic.Int64) { clock.Add(int64(time.Minute)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, clock := newCache(t, 8<<20)
+			f := begin(t, c, true)
+			c.Resolve(f, []byte("v1"), time.Minute, tc.store)
+			tc.event(c, clock)
+			g := begin(t, c, true)
+			if c.Store(f) {
+				t.Fatal("Store kept a reply overtaken between Resolve and Store")
+			}
+			c.Wait()
+			wantMiss(t, c, 0, "k", "GET")
+			c.Complete(g, []byte("v2"), time.Minute, true)
+			wantHit(t, c, 0, "k", "GET", "v2")
+		})
+	}
+}

@@ -1,7 +1,7 @@
 package l1
 
 // View is a Cache as one caching rule sees it: Get finds only what was stored
-// through a View with the same tag, and Complete keeps no reply longer than
+// through a View with the same tag, and Store keeps no reply longer than
 // the View's limit. Giving every rule its own tag, and a new one whenever the
 // rule changes or its entries must go, drops every entry stored under the old
 // rule at once and without a walk: they stay in memory, invisible, until they
@@ -36,7 +36,7 @@ func (v View) Begin(db int, key, variant []byte) (f *Fill, leader bool) {
 	return v.c.begin(db, key, variant, v.tag, v.maxReply)
 }
 
-// Cache is the Cache f was begun on: the one to Complete it on.
+// Cache is the Cache f was begun on: the one to complete it on.
 func (f *Fill) Cache() *Cache { return f.cache }
 
 // Key returns the database and key f reads; key must not be modified.

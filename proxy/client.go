@@ -34,6 +34,10 @@ type client struct {
 	writes bool      // a write is queued in this segment: later reads must not use the L1
 	sent   time.Time // when the segment's batch left: upstream TTLs count from here
 
+	// Fills this client led and resolved, to store once their replies are
+	// written (resolve).
+	resolved []resolvedFill
+
 	// tx is non-nil while the client holds a dedicated upstream connection for
 	// MULTI or WATCH.
 	tx *txState
@@ -277,7 +281,7 @@ func (c *client) settle(s *slot) {
 	case slotFill:
 		reply := c.upReply(s.idx)
 		ttl, store := fillTTL(s.pol, reply, c.upReply(s.aux), time.Since(c.sent))
-		c.s.cache.Complete(s.fill, append([]byte(nil), reply...), ttl, store)
+		c.resolve(s.fill, append([]byte(nil), reply...), ttl, store)
 	case slotWrite:
 		c.invalidateWrite(c.db, s.info, s.args)
 	case slotMGet:
@@ -285,6 +289,31 @@ func (c *client) settle(s *slot) {
 	case slotTx:
 		c.settleTx(s)
 	}
+}
+
+// resolve hands reply to the followers of f, a fill this client leads, and
+// leaves its store in the L1 to storeFills, once the client has its replies: a
+// store costs a lone client's miss several microseconds, most of them in waking
+// ristretto's goroutine.
+func (c *client) resolve(f *l1.Fill, reply []byte, ttl time.Duration, store bool) {
+	f.Cache().Resolve(f, reply, ttl, store)
+	c.resolved = append(c.resolved, resolvedFill{f, ttl})
+}
+
+type resolvedFill struct {
+	f   *l1.Fill
+	ttl time.Duration // for the debug log's FILL line
+}
+
+// storeFills stores the fills that resolve left. clientConn.Write calls it
+// after each write of replies, and Server.forget for a connection that ended
+// before its replies were written.
+func (c *client) storeFills() {
+	for _, r := range c.resolved {
+		c.s.cache.store(r.f, r.ttl)
+	}
+	clear(c.resolved)
+	c.resolved = c.resolved[:0]
 }
 
 func (c *client) reply(s *slot) {

@@ -19,6 +19,17 @@ type clientConn struct {
 	net.Conn             // resp.Guard over raw
 	raw      *aheadConn  // the socket itself
 	authed   atomic.Bool // the guard's view of the client's authentication
+	wrote    func()      // after each write: the client's storeFills
+}
+
+// Write writes replies, then lets the client store the fills they answered.
+// Only the goroutine that owns the connection writes, so wrote runs there.
+func (cc *clientConn) Write(p []byte) (int, error) {
+	n, err := cc.Conn.Write(p)
+	if cc.wrote != nil {
+		cc.wrote()
+	}
+	return n, err
 }
 
 func newClientConn(c net.Conn, lim resp.Limits, authRequired bool, draining *atomic.Bool) *clientConn {

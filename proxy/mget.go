@@ -85,6 +85,8 @@ func (c *client) settleMGet(s *slot) {
 			continue
 		}
 		switch {
+		case got == nil && e.fill != nil:
+			e.data = append([]byte(nil), reply...) // followers may read it after this batch
 		case got == nil:
 			e.data = reply
 		case e.fill != nil:
@@ -94,7 +96,7 @@ func (c *client) settleMGet(s *slot) {
 		}
 		if e.fill != nil {
 			ttl, store := fillTTL(e.pol, e.data, c.upReply(e.pttl), time.Since(c.sent))
-			c.s.cache.Complete(e.fill, e.data, ttl, store && got != nil)
+			c.resolve(e.fill, e.data, ttl, store && got != nil)
 		}
 	}
 	if got == nil {

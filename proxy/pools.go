@@ -68,14 +68,13 @@ func (s *Server) LogLevelChanged() {
 	s.cache.trace.Store(s.log.Enabled(context.Background(), slog.LevelDebug))
 }
 
-// Complete completes f on the pool it was begun on.
-func (p *pools) Complete(f *l1.Fill, reply []byte, ttl time.Duration, store bool) bool {
-	stored := f.Cache().Complete(f, reply, ttl, store)
+// store stores f, resolved with ttl, on the pool it was begun on.
+func (p *pools) store(f *l1.Fill, ttl time.Duration) {
+	stored := f.Cache().Store(f)
 	if p.tracing() {
 		db, key := f.Key()
-		p.log.Debug("FILL", "db", db, "key", string(key), "stored", stored, "ttl", ttl, "bytes", len(reply))
+		p.log.Debug("FILL", "db", db, "key", string(key), "stored", stored, "ttl", ttl, "bytes", len(f.Wait()))
 	}
-	return stored
 }
 
 func (p *pools) Invalidate(db int, key []byte) {

@@ -226,6 +226,7 @@ func (s *Server) accept(conn redcon.Conn) bool {
 	}
 	c.hint = uint64(c.id)
 	c.cc = conn.NetConn().(*clientConn)
+	c.cc.wrote = c.storeFills
 	c.addr = conn.RemoteAddr()
 	c.created = time.Now()
 	c.multi.Store(-1)
@@ -253,6 +254,7 @@ func (s *Server) closed(conn redcon.Conn, _ error) {
 
 // forget releases what a client held once its connection has ended.
 func (s *Server) forget(c *client) {
+	c.storeFills()
 	c.release()
 	s.reg.remove(c)
 	s.clients.Add(-1)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -110,5 +111,48 @@ func TestMaxValueBytes(t *testing.T) {
 	}
 	if n := e.counter("cacheproxy_l1_fills_dropped_total", map[string]string{"reason": "too_large"}); n != 3 {
 		t.Errorf("too_large drops %v, want 3", n)
+	}
+}
+
+// TestMissStoredWhateverEndsTheBatch: the L1 keeps a miss's reply once it has
+// been written to the client, and also when the batch ends in a way other than
+// the usual write: the client subscribes, quits, or hangs up before reading.
+func TestMissStoredWhateverEndsTheBatch(t *testing.T) {
+	t.Parallel()
+	var o envOptions
+	seen := watchInvalidations(&o)
+	e := startEnv(t, o)
+	e.waitSubscribed()
+	cases := []struct{ key, after string }{
+		{"user:end:subscribe", "SUBSCRIBE ch\r\n"},
+		{"user:end:quit", "QUIT\r\n"},
+		{"user:end:hangup", ""},
+	}
+	for _, tc := range cases {
+		e.direct.Set(bg, tc.key, "v", 0)
+		// Its event must not spoil the fill below.
+		waitNotified(t, seen, tc.key)
+	}
+	for _, tc := range cases {
+		clients, misses := e.srv.clients.Load(), e.counter("cacheproxy_l1_misses_total", nil)
+		r := dialRaw(t, e.addr)
+		req := "*2\r\n$3\r\nGET\r\n$" + strconv.Itoa(len(tc.key)) + "\r\n" + tc.key + "\r\n" + tc.after
+		if tc.after != "" {
+			if got := r.roundTrip(req, 2); !strings.HasPrefix(got, "$1\r\nv\r\n") {
+				t.Fatalf("%s: replies %q", tc.key, got)
+			}
+		} else {
+			if _, err := r.c.Write([]byte(req)); err != nil {
+				t.Fatal(err)
+			}
+			r.c.Close()
+			eventually(t, 5*time.Second, "the proxy reads the GET, then lets the client go", func() bool {
+				return e.counter("cacheproxy_l1_misses_total", nil) > misses && e.srv.clients.Load() == clients
+			})
+		}
+		e.srv.cache.Wait() // panics if the fill is never stored
+		if readsUpstream(t, e, tc.key, "v") {
+			t.Fatalf("%s: the miss before it was not kept in the L1", tc.key)
+		}
 	}
 }

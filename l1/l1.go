@@ -129,7 +129,8 @@ type Stats struct {
 	// DroppedReject those not kept for want of room: ristretto's set buffer was
 	// full (by count, or by bytes: see Config.MaxBytes), or its admission policy
 	// refused them; DroppedTooLarge those over their View's limit; Declined
-	// those the caller said not to store (store false, or no ttl).
+	// those the caller said not to store (store false, or no ttl), or whose TTL
+	// ran out between Resolve and Store.
 	Stored, DroppedStale, DroppedReject, DroppedTooLarge, Declined int64
 	// Evictions counts entries removed to make room for others.
 	Evictions int64
@@ -362,8 +363,10 @@ func (c *Cache) begin(db int, key, variant []byte, tag uint64, maxReply int) (f 
 		if p.db != db || p.tag != tag || !bytes.Equal(p.key(), key) || !bytes.Equal(p.variant(), variant) {
 			continue
 		}
-		if p.resolved && (p.why != nil || c.now()-p.at >= int64(p.ttl)) {
-			continue // see Resolve
+		if p.resolved && (p.why != nil || c.suspended.Load() || c.now()-p.at >= int64(p.ttl)) {
+			// See Resolve. While suspended no entry is served, since no
+			// invalidation is trusted: nor is a reply read long ago.
+			continue
 		}
 		if p.global == global && p.dbEpoch == dbEpoch {
 			return p, false

@@ -417,6 +417,15 @@ func TestResolve(t *testing.T) {
 		wantHit(t, c, 0, "k", "GET", "v1")
 	})
 
+	t.Run("no newcomers while suspended", func(t *testing.T) {
+		t.Parallel()
+		c, _ := newCache(t, 8<<20)
+		c.Suspend()
+		f := begin(t, c, true)
+		c.Resolve(f, []byte("v1"), hour, true)
+		begin(t, c, true)
+	})
+
 	t.Run("Wait waits for Store", func(t *testing.T) {
 		t.Parallel()
 		c, _ := newCache(t, 8<<20)

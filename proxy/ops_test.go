@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -116,17 +115,22 @@ func TestMaxValueBytes(t *testing.T) {
 
 // TestMissStoredWhateverEndsTheBatch: the L1 keeps a miss's reply once it has
 // been written to the client, and also when the batch ends in a way other than
-// the usual write: the client subscribes, quits, or hangs up before reading.
+// the usual write: the client subscribes, quits, hangs up before reading, or
+// blocks.
 func TestMissStoredWhateverEndsTheBatch(t *testing.T) {
 	t.Parallel()
 	var o envOptions
 	seen := watchInvalidations(&o)
 	e := startEnv(t, o)
 	e.waitSubscribed()
-	cases := []struct{ key, after string }{
-		{"user:end:subscribe", "SUBSCRIBE ch\r\n"},
-		{"user:end:quit", "QUIT\r\n"},
-		{"user:end:hangup", ""},
+	cases := []struct {
+		key   string
+		after []string // the command pipelined behind the GET (multibulk, as inline ones travel alone)
+	}{
+		{"user:end:subscribe", []string{"SUBSCRIBE", "ch"}},
+		{"user:end:quit", []string{"QUIT"}},
+		{"user:end:hangup", nil},
+		{"user:end:blpop", []string{"BLPOP", "q", "0"}},
 	}
 	for _, tc := range cases {
 		e.direct.Set(bg, tc.key, "v", 0)
@@ -135,24 +139,37 @@ func TestMissStoredWhateverEndsTheBatch(t *testing.T) {
 	}
 	for _, tc := range cases {
 		clients, misses := e.srv.clients.Load(), e.counter("cacheproxy_l1_misses_total", nil)
+		stored := e.srv.cache.Stats().Stored
 		r := dialRaw(t, e.addr)
-		req := "*2\r\n$3\r\nGET\r\n$" + strconv.Itoa(len(tc.key)) + "\r\n" + tc.key + "\r\n" + tc.after
-		if tc.after != "" {
-			if got := r.roundTrip(req, 2); !strings.HasPrefix(got, "$1\r\nv\r\n") {
-				t.Fatalf("%s: replies %q", tc.key, got)
+		req := command("GET", tc.key).Raw
+		if tc.after != nil {
+			req = append(req, command(tc.after...).Raw...)
+		}
+		switch tc.key {
+		case "user:end:blpop":
+			// The GET's reply waits behind the BLPOP; its fill must not.
+			if _, err := r.c.Write(req); err != nil {
+				t.Fatal(err)
 			}
-		} else {
-			if _, err := r.c.Write([]byte(req)); err != nil {
+			eventually(t, 5*time.Second, "BLPOP blocked", func() bool {
+				return len(e.upstreamClients("cmd=blpop")) == 1
+			})
+		case "user:end:hangup":
+			if _, err := r.c.Write(req); err != nil {
 				t.Fatal(err)
 			}
 			r.c.Close()
 			eventually(t, 5*time.Second, "the proxy reads the GET, then lets the client go", func() bool {
 				return e.counter("cacheproxy_l1_misses_total", nil) > misses && e.srv.clients.Load() == clients
 			})
+		default:
+			if got := r.roundTrip(string(req), 2); !strings.HasPrefix(got, "$1\r\nv\r\n") {
+				t.Fatalf("%s: replies %q", tc.key, got)
+			}
 		}
 		e.srv.cache.Wait() // panics if the fill is never stored
-		if readsUpstream(t, e, tc.key, "v") {
-			t.Fatalf("%s: the miss before it was not kept in the L1", tc.key)
+		if n := e.srv.cache.Stats().Stored; n != stored+1 {
+			t.Fatalf("%s: %d fills stored; want 1", tc.key, n-stored)
 		}
 	}
 }

@@ -255,6 +255,9 @@ func (c *client) blocking(cmd redcon.Command) {
 // the client meanwhile: if it disconnects, conn is closed, which ends the
 // wait and frees the upstream of the blocked command.
 func (c *client) flushWatched(conn *upstream.Conn) {
+	// The replies before the blocking command wait in redcon's buffer until
+	// it returns: store their fills now, not after the wait.
+	c.storeFills()
 	c.setFlag(clientBlocked, true)
 	stop := c.cc.raw.watch(conn.Close)
 	c.flush()

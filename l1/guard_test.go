@@ -174,12 +174,14 @@ func TestInvalidateWhileRistrettoAddsEntry(t *testing.T) {
 	wantHit(t, c, 0, "x", "a", "x1")
 }
 
-// TestStressNoStaleRead runs readers through Get, Begin, Complete and Wait
-// against writers that bump a key's version upstream and then Invalidate it (or
-// flush its db, or everything). A reader notes, before it starts, the newest
-// version whose invalidation has returned; it must never be answered with an
-// older one. Leaders yield between their upstream read and Complete to open the
-// stale-fill window wide.
+// TestStressNoStaleRead runs readers through Get, Begin, Resolve, Store and
+// Wait against writers that bump a key's version upstream and then Invalidate
+// it (or flush its db, or everything). A reader notes, before it starts, the
+// newest version whose invalidation has returned; it must never be answered
+// with an older one, whether from an entry, a fill in flight or a resolved one.
+// Leaders yield between their upstream read and Resolve, and between Resolve
+// and Store, to open both windows wide. Rounds repeat, a bounded number of
+// times, until the run has seen fills both stored and spoiled.
 func TestStressNoStaleRead(t *testing.T) {
 	t.Parallel()
 	c, _ := newCache(t, 8<<20)
@@ -217,71 +219,83 @@ func TestStressNoStaleRead(t *testing.T) {
 		}
 	}
 
-	var wg sync.WaitGroup
-	for r := range 6 {
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(r), 1))
-			for range 3000 {
-				k := keys[rng.IntN(len(keys))]
-				variant := variants[rng.IntN(len(variants))]
-				floor := k.floor.Load()
-				if reply, ok := c.Get(k.db, k.name, variant); ok {
-					check(k, variant, reply, floor, "Get")
-					continue
-				}
-				f, leader := c.Begin(k.db, k.name, variant)
-				if !leader {
-					check(k, variant, f.Wait(), floor, "Wait")
-					continue
-				}
-				reply := fmt.Appendf(nil, "%d|%s|%s|%d", k.db, k.name, variant, k.version.Load())
-				if rng.IntN(2) == 0 {
-					runtime.Gosched()
-				}
-				c.Complete(f, reply, hour, true)
-			}
-		})
-	}
-	for w := range 2 {
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(w), 2))
-			for range 1500 {
-				switch n := rng.IntN(100); {
-				case n < 90:
+	round := func(seed uint64) {
+		var wg sync.WaitGroup
+		for r := range 6 {
+			wg.Go(func() {
+				rng := rand.New(rand.NewPCG(uint64(r), seed))
+				for range 3000 {
 					k := keys[rng.IntN(len(keys))]
-					v := k.version.Add(1)
-					c.Invalidate(k.db, k.name)
-					raise(k, v)
-				case n < 98:
-					db := rng.IntN(2)
-					bumped := map[*key]int64{}
-					for _, k := range keys {
-						if k.db == db {
+					variant := variants[rng.IntN(len(variants))]
+					floor := k.floor.Load()
+					if reply, ok := c.Get(k.db, k.name, variant); ok {
+						check(k, variant, reply, floor, "Get")
+						continue
+					}
+					f, leader := c.Begin(k.db, k.name, variant)
+					if !leader {
+						check(k, variant, f.Wait(), floor, "Wait")
+						continue
+					}
+					reply := fmt.Appendf(nil, "%d|%s|%s|%d", k.db, k.name, variant, k.version.Load())
+					if rng.IntN(2) == 0 {
+						runtime.Gosched()
+					}
+					c.Resolve(f, reply, hour, true)
+					if rng.IntN(2) == 0 {
+						runtime.Gosched()
+					}
+					c.Store(f)
+				}
+			})
+		}
+		for w := range 2 {
+			wg.Go(func() {
+				rng := rand.New(rand.NewPCG(uint64(w), seed+1000))
+				for range 1500 {
+					switch n := rng.IntN(100); {
+					case n < 90:
+						k := keys[rng.IntN(len(keys))]
+						v := k.version.Add(1)
+						c.Invalidate(k.db, k.name)
+						raise(k, v)
+					case n < 98:
+						db := rng.IntN(2)
+						bumped := map[*key]int64{}
+						for _, k := range keys {
+							if k.db == db {
+								bumped[k] = k.version.Add(1)
+							}
+						}
+						c.FlushDB(db)
+						for k, v := range bumped {
+							raise(k, v)
+						}
+					default:
+						bumped := map[*key]int64{}
+						for _, k := range keys {
 							bumped[k] = k.version.Add(1)
 						}
+						c.FlushAll()
+						for k, v := range bumped {
+							raise(k, v)
+						}
 					}
-					c.FlushDB(db)
-					for k, v := range bumped {
-						raise(k, v)
-					}
-				default:
-					bumped := map[*key]int64{}
-					for _, k := range keys {
-						bumped[k] = k.version.Add(1)
-					}
-					c.FlushAll()
-					for k, v := range bumped {
-						raise(k, v)
-					}
+					runtime.Gosched()
 				}
-				runtime.Gosched()
-			}
-		})
+			})
+		}
+		wg.Wait()
 	}
-	wg.Wait()
-	s := c.Stats()
+	var s Stats
+	for seed := range uint64(20) {
+		round(seed)
+		if s = c.Stats(); s.Stored > 0 && s.DroppedStale > 0 {
+			break
+		}
+	}
 	t.Logf("stats: %+v", s)
 	if s.Stored == 0 || s.DroppedStale == 0 {
-		t.Fatalf("the run exercised too little: %+v", s)
+		t.Fatalf("20 rounds exercised too little: %+v", s)
 	}
 }

@@ -10,9 +10,10 @@
 // epoch that every entry and fill carries, which hides what came before at once.
 //
 // Each variant expires ttl after the Resolve that answered its fill, on the
-// monotonic clock, and Get checks that itself. Ristretto gets no TTL: its check, made on
-// every hit, reads the wall clock as well and costs twice ours. An expired variant
-// keeps its memory until its key is filled again or ristretto evicts the entry.
+// monotonic clock, and Get checks that itself. Ristretto gets no TTL: its check,
+// made on every hit, reads the wall clock as well and costs twice ours. An expired
+// variant keeps its memory until its key is filled again or ristretto evicts the
+// entry.
 //
 // Memory: ristretto's cost of an entry is the bytes of its key, variants and
 // replies as allocated, plus a fixed estimate of our and ristretto's per-entry
@@ -343,8 +344,8 @@ func (c *Cache) visible(e *entry, db int, key []byte, tag uint64) bool {
 // must send its upstream read after Begin returns and then call Complete (or
 // Resolve and Store) once, whatever happens to the read; followers call Wait. A
 // fill is joined only while no invalidation of the key or flush of its db has
-// happened since it began, so a caller that Begins after a write's Invalidate returned never gets a
-// reply read before that write.
+// happened since it began, so a caller that Begins after a write's Invalidate
+// returned never gets a reply read before that write.
 func (c *Cache) Begin(db int, key, variant []byte) (f *Fill, leader bool) {
 	return c.begin(db, key, variant, 0, 0)
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cacheproxy/cacheproxy/bench/loadgen"
+	"github.com/cacheproxy/cacheproxy/internal/localnet"
 )
 
 // standardSuite is what `make bench` measures. Keys under "bench:" are cached
@@ -120,7 +121,7 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		for attempt := 0; attempt < 3; attempt++ {
 			var addr string
 			var args []string
-			if addr, err = freeAddr(); err != nil {
+			if addr, err = localnet.FreeAddr(); err != nil {
 				return "", err
 			}
 			if args, err = argv(addr); err != nil {
@@ -167,7 +168,7 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var metricsAddr string
 	proxyAddr, err := start("proxy", func(addr string) ([]string, error) {
 		var err error
-		metricsAddr, err = freeAddr()
+		metricsAddr, err = localnet.FreeAddr()
 		return []string{proxyPath, "--config", configPath, "--listen", addr,
 			"--upstream", "redis://" + redisAddr + "/0", "--metrics", metricsAddr}, err
 	})
@@ -180,7 +181,7 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if twemBin != "" {
 		if twemPath, lookErr := exec.LookPath(twemBin); lookErr == nil {
 			twemAddr, err := start("twemproxy", func(addr string) ([]string, error) {
-				stats, err := freeAddr()
+				stats, err := localnet.FreeAddr()
 				if err != nil {
 					return nil, err
 				}

@@ -186,9 +186,12 @@ func TestPubSubThroughProxy(t *testing.T) {
 	if got := r.roundTrip("SUBSCRIBE k1\r\n", 1); !strings.Contains(got, "subscribe") {
 		t.Fatalf("SUBSCRIBE = %q", got)
 	}
+	if got := r.roundTrip("PSUBSCRIBE p*\r\nUNSUBSCRIBE k1\r\n", 2); !strings.Contains(got, "psubscribe") || !strings.Contains(got, "unsubscribe") {
+		t.Fatalf("PSUBSCRIBE, UNSUBSCRIBE = %q", got)
+	}
 	list := other.ClientList(bg).Val()
-	if !strings.Contains(list, "flags=P") || !strings.Contains(list, " sub=1 ") {
-		t.Fatalf("CLIENT LIST does not show the subscriber:\n%s", list)
+	if !strings.Contains(list, "flags=P") || !strings.Contains(list, " sub=0 psub=1 ") {
+		t.Fatalf("CLIENT LIST does not show the subscriber's pattern alone:\n%s", list)
 	}
 	if n := other.ClientKillByFilter(bg, "TYPE", "pubsub").Val(); n != 2 { // k0's and k1's
 		t.Fatalf("CLIENT KILL TYPE pubsub = %d", n)

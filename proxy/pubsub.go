@@ -338,27 +338,25 @@ func (ps *pubsub) track(c *client, r []byte) {
 	if !ok {
 		return
 	}
-	up := n > ps.total
-	down := n < ps.total
+	var count *atomic.Int32 // the kind's, which moves with the session's total
 	switch string(kind) {
 	case "subscribe", "unsubscribe":
-		ps.total = n
-		if up {
-			c.sub.Add(1)
-		} else if down {
-			c.sub.Add(-1)
-		}
+		count = &c.sub
 	case "psubscribe", "punsubscribe":
-		ps.total = n
-		if up {
-			c.psub.Add(1)
-		} else if down {
-			c.psub.Add(-1)
-		}
+		count = &c.psub
 	case "ssubscribe", "sunsubscribe":
 		c.ssub.Store(int32(n))
 	default:
 		return
+	}
+	if count != nil {
+		switch {
+		case n > ps.total:
+			count.Add(1)
+		case n < ps.total:
+			count.Add(-1)
+		}
+		ps.total = n
 	}
 	c.setFlag(clientPubSub, c.sub.Load()+c.psub.Load()+c.ssub.Load() > 0)
 }

@@ -10,12 +10,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/cacheproxy/cacheproxy/internal/localnet"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -34,7 +34,7 @@ type Server struct {
 	t    testing.TB
 	opts Options
 	dir  string
-	port int
+	port string
 
 	mu     sync.Mutex
 	proc   *os.Process
@@ -51,10 +51,11 @@ func Start(t testing.TB, opts Options) *Server {
 	s := &Server{t: t, opts: opts, dir: t.TempDir()}
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		s.port, err = freePort()
-		if err != nil {
+		var addr string
+		if addr, err = localnet.FreeAddr(); err != nil {
 			continue
 		}
+		_, s.port, _ = net.SplitHostPort(addr)
 		if err = s.launch(); err == nil {
 			t.Cleanup(s.Stop)
 			return s
@@ -65,7 +66,7 @@ func Start(t testing.TB, opts Options) *Server {
 }
 
 // Addr is host:port of the server.
-func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", s.port) }
 
 // URL is the redis:// URL of database db on the server.
 func (s *Server) URL(db int) string { return fmt.Sprintf("redis://%s/%d", s.Addr(), db) }
@@ -103,7 +104,7 @@ func (s *Server) Restart() {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	s.t.Fatalf("restart redis-server on port %d: %v", s.port, err)
+	s.t.Fatalf("restart redis-server on port %s: %v", s.port, err)
 }
 
 func (s *Server) launch() error {
@@ -115,7 +116,7 @@ func (s *Server) launch() error {
 		events = ""
 	}
 	args := []string{
-		"--port", strconv.Itoa(s.port),
+		"--port", s.port,
 		"--bind", "127.0.0.1",
 		"--dir", s.dir,
 		"--save", "",
@@ -153,7 +154,7 @@ func (s *Server) launch() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for {
-		if ping(s.Addr()) == nil {
+		if localnet.Ping(s.Addr()) == nil {
 			s.mu.Lock()
 			s.proc, s.exited = cmd.Process, exited
 			s.mu.Unlock()
@@ -163,41 +164,12 @@ func (s *Server) launch() error {
 		case <-exited:
 			logMu.Lock()
 			defer logMu.Unlock()
-			return fmt.Errorf("redis-server on port %d exited: %s", s.port, strings.Join(logTail, " | "))
+			return fmt.Errorf("redis-server on port %s exited: %s", s.port, strings.Join(logTail, " | "))
 		case <-ctx.Done():
 			_ = cmd.Process.Kill()
 			<-exited
-			return fmt.Errorf("redis-server on port %d did not answer PING", s.port)
+			return fmt.Errorf("redis-server on port %s did not answer PING", s.port)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-}
-
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("PING answered %q", line)
-	}
-	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -12,6 +12,18 @@
 // answered; nothing is re-encoded. Connections that hold session state
 // (transactions, blocking commands) are dedicated: see Dedicated.
 //
+// Every connection of a pool speaks the one RESP version of its Config: a
+// RESP3 client's replies must come from a connection in RESP3, so a proxy with
+// clients of both kinds keeps a pool for each. A shared connection must never
+// be made to send pushes (SUBSCRIBE, CLIENT TRACKING): they would pass for
+// replies. Such clients take a socket of their own: see Raw.
+//
+// A Redis running a script past busy-reply-threshold answers nearly every
+// command -BUSY, and one loading its dataset -LOADING. A connection readied
+// meanwhile still serves database 0, but not one it failed to SELECT: the
+// batch that needed it gets Redis's own error reply to hand to each request,
+// as a *ReplyError, and the next batch dials again.
+//
 // A request is never retried: when a connection breaks, every batch on it that
 // has not been answered fails, because a write on it may already have run.
 // The package knows nothing of caching or of what commands mean.
@@ -24,7 +36,6 @@ import (
 	"fmt"
 	"net"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +54,10 @@ type Config struct {
 	Databases int
 	// DialTimeout bounds connecting and the handshake. Default 5s.
 	DialTimeout time.Duration
+	// Protocol is the RESP version of every connection the pool makes: 2, or
+	// 3 for RESP3 clients, whose replies must come from a connection in
+	// RESP3 (it opens with HELLO 3). 0 means 2.
+	Protocol int
 }
 
 // ErrClosed is returned for batches sent after Close.
@@ -81,6 +96,13 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
+	switch cfg.Protocol {
+	case 0:
+		cfg.Protocol = 2
+	case 2, 3:
+	default:
+		return nil, fmt.Errorf("upstream: Protocol %d is not a RESP version (2 or 3)", cfg.Protocol)
+	}
 	return &Pool{
 		cfg:       cfg,
 		slots:     make([]slot, cfg.Databases*cfg.Conns),
@@ -94,7 +116,8 @@ func (p *Pool) Databases() int { return p.cfg.Databases }
 // Do sends b's requests to database db on a shared connection chosen by hint
 // (a stable number per client keeps its batches on one connection) and waits
 // for the replies. A failed batch reports its error in b.Err; the replies
-// before b.Answered() are valid.
+// before b.Answered() are valid. When the connection could not be readied
+// because Redis is busy or loading, b.Err holds a *ReplyError: see Batch.Err.
 func (p *Pool) Do(ctx context.Context, db int, hint uint64, b *Batch) {
 	if db < 0 || db >= p.cfg.Databases {
 		b.fail(0, fmt.Errorf("upstream: db %d out of range", db))
@@ -127,7 +150,9 @@ func (p *Pool) shared(ctx context.Context, s *slot, db int) (*Conn, error) {
 }
 
 // Dedicated opens a connection for one client alone, for commands that leave
-// state on the connection (MULTI, WATCH) or hold it (BLPOP). The caller closes it.
+// state on the connection (MULTI, WATCH) or hold it (BLPOP). The caller closes
+// it. A *ReplyError (see Batch.Err) means Redis is busy or loading and would
+// have answered the client's commands with its Line.
 func (p *Pool) Dedicated(ctx context.Context, db int) (*Conn, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
@@ -201,65 +226,6 @@ func (p *Pool) connect(ctx context.Context, db int) (net.Conn, error) {
 	return nc, nil
 }
 
-// handshake authenticates and selects db before the connection carries client
-// traffic, so client commands never see its replies.
-func (p *Pool) handshake(nc net.Conn, db int) error {
-	var req []byte
-	n := 0
-	if p.cfg.Password != "" {
-		if p.cfg.Username != "" {
-			req = appendCommand(req, "AUTH", p.cfg.Username, p.cfg.Password)
-		} else {
-			req = appendCommand(req, "AUTH", p.cfg.Password)
-		}
-		n++
-	}
-	if db != 0 {
-		req = appendCommand(req, "SELECT", strconv.Itoa(db))
-		n++
-	}
-	req = appendCommand(req, "CLIENT", "SETNAME", "cacheproxy")
-	n++
-	if _, err := nc.Write(req); err != nil {
-		return fmt.Errorf("handshake: %w", err)
-	}
-	rd := bufio.NewReader(nc)
-	for i := 0; i < n; i++ {
-		line, err := rd.ReadString('\n')
-		if err != nil {
-			return fmt.Errorf("handshake: %w", err)
-		}
-		if len(line) > 0 && line[0] == '-' {
-			return fmt.Errorf("handshake: %s", trimCRLF(line))
-		}
-	}
-	if rd.Buffered() > 0 {
-		return errors.New("handshake: unexpected data")
-	}
-	return nil
-}
-
-func appendCommand(b []byte, args ...string) []byte {
-	b = append(b, '*')
-	b = strconv.AppendInt(b, int64(len(args)), 10)
-	b = append(b, '\r', '\n')
-	for _, a := range args {
-		b = append(b, '$')
-		b = strconv.AppendInt(b, int64(len(a)), 10)
-		b = append(b, '\r', '\n')
-		b = append(b, a...)
-		b = append(b, '\r', '\n')
-	}
-	return b
-}
-
-func trimCRLF(s string) string {
-	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
-		s = s[:len(s)-1]
-	}
-	return s
-}
-
 // Batch is a list of raw requests and, after Do, their raw replies. A client
 // keeps one Batch and reuses it, so the steady state allocates nothing.
 type Batch struct {
@@ -295,7 +261,11 @@ func (b *Batch) Len() int { return len(b.reqs) }
 // Answered is the number of replies received; it is Len unless Err is set.
 func (b *Batch) Answered() int { return len(b.ends) }
 
-// Err is why the batch stopped short, if it did.
+// Err is why the batch stopped short, if it did. If errors.As finds a
+// *ReplyError in it, the batch was never sent because Redis, busy or loading,
+// refused to ready a connection for it; Redis would have answered each
+// request with the error's Line, and the caller should do the same for the
+// requests from Answered() on.
 func (b *Batch) Err() error { return b.err }
 
 // Reply returns reply i; it is valid until the next Reset.

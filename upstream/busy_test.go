@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -175,6 +176,105 @@ func nullReply(proto int) string {
 		return "_\r\n"
 	}
 	return "$-1\r\n"
+}
+
+// TestUrgentKillsScriptHoldingSharedConnection runs a script through the
+// pool's only shared connection and queues a GET behind it, which Redis does
+// not read while the script runs. SCRIPT KILL must not wait there: Urgent
+// gets Redis's +OK at once, then the script's call fails with Redis's error
+// and the GET is answered.
+func TestUrgentKillsScriptHoldingSharedConnection(t *testing.T) {
+	t.Parallel()
+	r := redistest.Start(t, redistest.Options{})
+	busyAfter100ms(t, r)
+	p := newPool(t, r, 1)
+	var script, behind, kill Batch
+	script.Add(cmd("EVAL", loopScript, "0"))
+	scriptDone := make(chan struct{})
+	go func() {
+		defer close(scriptDone)
+		p.Do(bg, 0, 0, &script)
+	}()
+	waitBusy(t, r)
+	c := conn(t, p, 0)
+	behind.Add(cmd("GET", "k"))
+	behindDone := doAsync(c, &behind)
+	waitFor(t, "GET to wait behind the script", func() bool { return parked(c) == 1 })
+
+	start := time.Now()
+	kill.Add(cmd("SCRIPT", "KILL"))
+	p.Urgent(bg, &kill)
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("SCRIPT KILL took %v", took)
+	}
+	expectReplies(t, "SCRIPT KILL", &kill, "+OK\r\n")
+	waitClosed(t, "EVAL", scriptDone)
+	if script.Err() != nil || !strings.HasPrefix(string(script.Reply(0)), "-ERR Script killed by user with SCRIPT KILL") {
+		t.Fatalf("EVAL = %q, %v", script.Reply(0), script.Err())
+	}
+	waitClosed(t, "GET", behindDone)
+	expectReplies(t, "GET", &behind, "$-1\r\n")
+}
+
+// TestUrgentShutdownNoSave: a script that has written cannot be killed, only
+// the server, and SHUTDOWN NOSAVE gets through while the script holds the
+// shared connection. Redis exits without a reply.
+func TestUrgentShutdownNoSave(t *testing.T) {
+	t.Parallel()
+	r := redistest.Start(t, redistest.Options{})
+	busyAfter100ms(t, r)
+	p := newPool(t, r, 1)
+	var script, b Batch
+	script.Add(cmd("EVAL", "redis.call('SET', 'x', '1') "+loopScript, "0"))
+	scriptDone := make(chan struct{})
+	go func() {
+		defer close(scriptDone)
+		p.Do(bg, 0, 0, &script)
+	}()
+	waitBusy(t, r)
+	b.Add(cmd("SCRIPT", "KILL"))
+	p.Urgent(bg, &b)
+	if b.Err() != nil || !strings.HasPrefix(string(b.Reply(0)), "-UNKILLABLE ") {
+		t.Fatalf("SCRIPT KILL = %q, %v", b.Reply(0), b.Err())
+	}
+	b.Reset()
+	b.Add(cmd("SHUTDOWN", "NOSAVE"))
+	p.Urgent(bg, &b)
+	if b.Err() == nil || b.Answered() != 0 {
+		t.Fatalf("SHUTDOWN NOSAVE: answered %d, err %v; want the connection closed", b.Answered(), b.Err())
+	}
+	waitClosed(t, "EVAL", scriptDone)
+	if script.Err() == nil || script.Answered() != 0 {
+		t.Fatalf("EVAL: answered %d, err %v; want its connection closed", script.Answered(), script.Err())
+	}
+}
+
+// TestUrgentBoundedByContext: Urgent gives up when its context ends, and
+// after Close it sends nothing.
+func TestUrgentBoundedByContext(t *testing.T) {
+	t.Parallel()
+	r := redistest.Start(t, redistest.Options{})
+	p, err := New(Config{Addr: r.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b Batch
+	b.Add(cmd("BLPOP", "never", "0"))
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	p.Urgent(ctx, &b)
+	if !errors.Is(b.Err(), context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
+		t.Fatalf("after %v: err %v; want the context's", time.Since(start), b.Err())
+	}
+	waitFor(t, "the connection to close", func() bool { return blocked(t, r.Client(0)) == 0 })
+	p.Close()
+	b.Reset()
+	b.Add(cmd("PING"))
+	p.Urgent(bg, &b)
+	if !errors.Is(b.Err(), ErrClosed) {
+		t.Fatalf("after Close: %v", b.Err())
+	}
 }
 
 // TestLoadingRedis readies a connection to database 3 while Redis loads its

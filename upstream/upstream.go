@@ -22,7 +22,9 @@
 // command -BUSY, and one loading its dataset -LOADING. A connection readied
 // meanwhile still serves database 0, but not one it failed to SELECT: the
 // batch that needed it gets Redis's own error reply to hand to each request,
-// as a *ReplyError, and the next batch dials again.
+// as a *ReplyError, and the next batch dials again. The commands that end a
+// script must not queue behind it on a connection that Redis does not read
+// until the script ends: Urgent sends them on one of their own.
 //
 // A request is never retried: when a connection breaks, every batch on it that
 // has not been answered fails, because a write on it may already have run.
@@ -174,6 +176,29 @@ func (p *Pool) Dedicated(ctx context.Context, db int) (*Conn, error) {
 		p.mu.Unlock()
 	}
 	return c, nil
+}
+
+// Urgent sends b on a connection of its own, made for it and closed after,
+// and waits for the replies. It is for the commands that a Redis busy running
+// a script still serves, to end the script: SCRIPT KILL, FUNCTION KILL,
+// SHUTDOWN NOSAVE. Sent with Do, such a command could queue behind the
+// script's own call on the same connection, which Redis does not read again
+// until the script ends: it would wait for what it is meant to stop. The
+// connection is in database 0, as these commands are server-wide, and ctx
+// bounds the whole exchange: if it ends first, the connection is closed and b
+// fails with ctx's error.
+func (p *Pool) Urgent(ctx context.Context, b *Batch) {
+	c, err := p.Dedicated(ctx, 0)
+	if err != nil {
+		b.fail(0, err)
+		return
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() {
+		c.die(fmt.Errorf("upstream: urgent batch: %w", context.Cause(ctx)))
+	})
+	defer stop()
+	c.Do(b)
 }
 
 // Close closes every connection; batches in flight fail with ErrClosed.

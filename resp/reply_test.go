@@ -2,10 +2,13 @@ package resp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// replySeeds are complete replies of every type, alone and nested.
 var replySeeds = []string{
 	"+OK\r\n",
 	"+\r\n",
@@ -29,36 +33,128 @@ var replySeeds = []string{
 	"*2\r\n*2\r\n+a\r\n*0\r\n*1\r\n*-1\r\n",
 	"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n",
 	"*2\r\n$3\r\nfoo\r\n-ERR x\r\n",
+	// RESP3 scalars, in the forms Redis 7.0 sends them.
+	"_\r\n",
+	",1.5\r\n",
+	",-0\r\n",
+	",1.0000000000000001e+300\r\n",
+	",1e-05\r\n",
+	",inf\r\n",
+	",-inf\r\n",
+	",nan\r\n",
+	",-nan\r\n",
+	"#t\r\n",
+	"#f\r\n",
+	"(123456789012345678901234567890\r\n",
+	"(-12\r\n",
+	"(not a number\r\n", // a Lua script's big_number, passed through as is
+	"!21\r\nSYNTAX invalid syntax\r\n",
+	"!0\r\n\r\n",
+	"=15\r\ntxt:Some string\r\n",
+	"=4\r\ntxt:\r\n",
+	"=6\r\n   :\r\n\r\n", // a format of spaces, a body of CRLF
+	// RESP3 aggregates: a map's n counts pairs.
+	"%0\r\n",
+	"~0\r\n",
+	">0\r\n",
+	"%2\r\n+first\r\n:1\r\n+second\r\n_\r\n",
+	"~3\r\n:1\r\n,2.5\r\n#f\r\n",
+	">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n",
+	"%1\r\n~1\r\n%1\r\n:1\r\n:2\r\n*1\r\n>1\r\n_\r\n",
+	// Attributes: with the reply that follows, one reply or element.
+	"|1\r\n+key\r\n+val\r\n:5\r\n",
+	"|0\r\n:5\r\n",
+	"|0\r\n|1\r\n+a\r\n+b\r\n*0\r\n",
+	"|1\r\n$14\r\nkey-popularity\r\n*2\r\n$7\r\nkey:123\r\n:90\r\n$39\r\nSome real reply following the attribute\r\n",
+	"|1\r\n+k\r\n|1\r\n+a\r\n+b\r\n%1\r\n+c\r\n+d\r\n*2\r\n:1\r\n:2\r\n",
+	"*3\r\n:1\r\n|1\r\n+ttl\r\n:3600\r\n$1\r\na\r\n:2\r\n",
+	"%1\r\n|1\r\n+a\r\n+b\r\n+k\r\n|0\r\n*1\r\n|0\r\n+v\r\n",
 }
 
-// refReply is a plain recursive RESP2 parser: the length of the reply b starts
-// with, or more if it is incomplete, or bad.
+// replyIncomplete are beginnings of replies.
+var replyIncomplete = []string{
+	"",
+	"*2\r\n$3\r\nfoo\r\n",
+	"$3\r\nfo",
+	"+OK\r",
+	"_\r",
+	"#t",
+	",1.5",
+	"=6\r\ntxt:h",
+	"!3\r\nab\r\n",
+	"%1\r\n+k\r\n",       // a pair is two elements
+	"|1\r\n+k\r\n+v\r\n", // an attribute without its reply
+	"*1\r\n|0\r\n",       // likewise, nested
+	"~2\r\n:1\r\n|1\r\n",
+	"*9223372036854775807\r\n" + strings.Repeat(":1\r\n", 5),
+	"%4611686018427387903\r\n" + strings.Repeat(":1\r\n", 5),
+	"|4611686018427387903\r\n" + strings.Repeat(":1\r\n", 5),
+}
+
+// replyMalformed are invalid replies, or beginnings that cannot become valid.
+var replyMalformed = []string{
+	"+OK\n",
+	":x\r\n",
+	":\r\n",
+	"$-2\r\n",
+	"$+1\r\na\r\n",
+	"$3\r\nfooXY",
+	"*-2\r\n",
+	"*1\r\n\r\n",
+	"?\r\n",
+	"_x\r\n", "_ \r\n", "_\n",
+	",\r\n", ",1.\r\n", ",.5\r\n", ",1e\r\n", ",1e+\r\n", ",-\r\n", ",abc\r\n", ",1.5x\r\n", ",infinity\r\n", ",1.5\n",
+	"#\r\n", "#x\r\n", "#tt\r\n", "#T\r\n", "#t\n",
+	"(12\n",
+	"!-1\r\n", "!x\r\n", "!3\r\nfooXY", "!3\nfoo\r\n",
+	"=3\r\ntxt\r\n", "=0\r\n\r\n", "=-1\r\n", "=6\r\ntxt;hi\r\n", "=6\r\ntxt:hiXY",
+	"%-1\r\n", "~-1\r\n", ">-1\r\n", "|-1\r\n", "%x\r\n",
+	"%4611686018427387904\r\n", "|4611686018427387904\r\n",
+	"*?\r\n", "$?\r\n", "%?\r\n", "~?\r\n", ">?\r\n", "|?\r\n", "!?\r\n", "=?\r\n",
+	";3\r\nfoo\r\n", ".\r\n",
+	"*1\r\n#x\r\n",
+	"%1\r\n+k\r\n,\r\n",
+	"|1\r\n+k\r\n_1\r\n:1\r\n",
+	"*2\r\n|0\r\n:1\r\n=2\r\nab\r\n",
+}
+
+var refDouble = regexp.MustCompile(`^[+-]?(inf|nan|[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?)$`)
+
+// refReply is a plain recursive RESP2 and RESP3 parser: the length of the
+// reply b starts with, or more if it is incomplete, or bad.
 func refReply(b []byte, depth int) (n int, more, bad bool) {
 	if len(b) == 0 {
 		return 0, true, false
 	}
-	if !strings.ContainsRune("+-:$*", rune(b[0])) {
+	if !strings.ContainsRune("+-:$*_,#(!=%~>|", rune(b[0])) {
 		return 0, false, true
 	}
-	nl := strings.IndexByte(string(b), '\n')
+	nl := bytes.IndexByte(b, '\n')
 	if nl < 0 {
 		return 0, true, false
 	}
 	if b[nl-1] != '\r' {
 		return 0, false, true
 	}
-	content, pos := b[1:nl-1], nl+1
-	switch b[0] {
-	case '+', '-':
+	typ, content, pos := b[0], string(b[1:nl-1]), nl+1
+	switch typ {
+	case '+', '-', '(':
 		return pos, false, false
 	case ':':
-		if _, ok := parseLL(content); !ok {
+		if _, ok := parseLL([]byte(content)); !ok {
 			return 0, false, true
 		}
 		return pos, false, false
-	case '$':
-		l, ok := parseLL(content)
-		if !ok || l < -1 || l > maxReplyBulk {
+	case '_', '#', ',':
+		if typ == '_' && content != "" || typ == '#' && content != "t" && content != "f" ||
+			typ == ',' && !refDouble.MatchString(content) {
+			return 0, false, true
+		}
+		return pos, false, false
+	case '$', '!', '=':
+		l, ok := parseLL([]byte(content))
+		least := map[byte]int64{'$': -1, '!': 0, '=': 4}[typ]
+		if !ok || l < least || l > maxReplyBulk {
 			return 0, false, true
 		}
 		if l == -1 {
@@ -68,14 +164,23 @@ func refReply(b []byte, depth int) (n int, more, bad bool) {
 			return 0, true, false
 		}
 		end := pos + int(l)
-		if b[end] != '\r' || b[end+1] != '\n' {
+		if b[end] != '\r' || b[end+1] != '\n' || typ == '=' && b[pos+3] != ':' {
 			return 0, false, true
 		}
 		return end + 2, false, false
 	}
-	l, ok := parseLL(content)
-	if !ok || l < -1 {
+	l, ok := parseLL([]byte(content))
+	if !ok || l < -1 || l == -1 && typ != '*' {
 		return 0, false, true
+	}
+	if typ == '%' || typ == '|' {
+		if l > math.MaxInt64/2 {
+			return 0, false, true
+		}
+		l *= 2
+		if typ == '|' {
+			l++
+		}
 	}
 	if l > 0 && depth == maxReplyDepth {
 		return 0, false, true
@@ -105,30 +210,23 @@ func TestReplyScanner(t *testing.T) {
 	t.Parallel()
 	deep := strings.Repeat("*1\r\n", maxReplyDepth) + ":1\r\n"
 	tooDeep := strings.Repeat("*1\r\n", maxReplyDepth+1) + ":1\r\n"
-	for _, tc := range []struct {
+	type tc struct {
 		in  string
 		n   int // 0: incomplete
 		bad bool
-	}{
-		{in: "+OK\r\n+next\r\n", n: 5},
-		{in: "$5\r\nhe\r\no\r\n", n: 11},
-		{in: "*3\r\n$1\r\na\r\n$-1\r\n:7\r\n", n: 20},
-		{in: "*2\r\n*2\r\n+a\r\n*0\r\n*1\r\n*-1\r\n:9\r\n", n: 25},
-		{in: deep, n: len(deep)},
-		{in: "*2\r\n$3\r\nfoo\r\n", n: 0},
-		{in: "$3\r\nfo", n: 0},
-		{in: "+OK\r", n: 0},
-		{in: tooDeep, bad: true},
-		{in: "!3\r\nfoo\r\n", bad: true},
-		{in: "+OK\n", bad: true},
-		{in: ":x\r\n", bad: true},
-		{in: ":\r\n", bad: true},
-		{in: "$-2\r\n", bad: true},
-		{in: "$+1\r\na\r\n", bad: true},
-		{in: "$3\r\nfooXY", bad: true},
-		{in: "*-2\r\n", bad: true},
-		{in: "*1\r\n\r\n", bad: true},
-	} {
+	}
+	tcs := []tc{{in: deep, n: len(deep)}, {in: tooDeep, bad: true}}
+	for _, r := range replySeeds {
+		// What follows a reply is not part of it.
+		tcs = append(tcs, tc{in: r, n: len(r)}, tc{in: r + "+next\r\n", n: len(r)}, tc{in: r + "?", n: len(r)})
+	}
+	for _, r := range replyIncomplete {
+		tcs = append(tcs, tc{in: r})
+	}
+	for _, r := range replyMalformed {
+		tcs = append(tcs, tc{in: r, bad: true})
+	}
+	for _, tc := range tcs {
 		var s ReplyScanner
 		n, err := s.Scan([]byte(tc.in))
 		if n != tc.n || (err != nil) != tc.bad {
@@ -145,8 +243,8 @@ func TestReplyScanner(t *testing.T) {
 	}
 	// After a complete reply and after an error, a scanner starts afresh.
 	var s ReplyScanner
-	if _, err := s.Scan([]byte("!")); err == nil {
-		t.Fatal("no error on '!'")
+	if _, err := s.Scan([]byte("?")); err == nil {
+		t.Fatal("no error on '?'")
 	}
 	if n, err := s.Scan([]byte("*1\r\n+a\r\n")); n != 8 || err != nil {
 		t.Fatalf("after an error: %d, %v", n, err)
@@ -159,6 +257,46 @@ func TestReplyScanner(t *testing.T) {
 	s.Reset()
 	if n, err := s.Scan([]byte("+b\r\n")); n != 4 || err != nil {
 		t.Fatalf("after Reset: %d, %v", n, err)
+	}
+}
+
+// TestReplyScannerPrefixes feeds each sample reply one growing prefix at a
+// time, to one scanner as a read buffer would and to a fresh scanner each
+// time: every proper prefix is incomplete, and only the whole is a reply.
+func TestReplyScannerPrefixes(t *testing.T) {
+	t.Parallel()
+	for _, r := range replySeeds {
+		b := []byte(r)
+		var s ReplyScanner
+		for end := range len(b) {
+			if n, err := s.Scan(b[:end]); n != 0 || err != nil {
+				t.Fatalf("Scan(%q) after shorter prefixes = %d, %v; want 0, nil", b[:end], n, err)
+			}
+			if n, err := ReplyLen(b[:end]); n != 0 || err != nil {
+				t.Fatalf("ReplyLen(%q) = %d, %v; want 0, nil", b[:end], n, err)
+			}
+		}
+		if n, err := s.Scan(b); n != len(b) || err != nil {
+			t.Fatalf("Scan(%q) after every prefix = %d, %v; want %d", b, n, err, len(b))
+		}
+	}
+}
+
+func TestReplyScannerErrors(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"*?\r\n":           "streamed array (*?) not supported",
+		"$?\r\n":           "streamed bulk string ($?) not supported",
+		"=3\r\ntxt\r\n":    `invalid verbatim string length "3"`,
+		"=6\r\ntxt;hi\r\n": "verbatim string format not followed by ':' at offset 7",
+		"#x\r\n":           `invalid boolean "x"`,
+		",\r\n":            `invalid double ""`,
+		"%-1\r\n":          `invalid map length "-1"`,
+		"!1\r\nxyz":        "blob not followed by CRLF at offset 5",
+	} {
+		if _, err := ReplyLen([]byte(in)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ReplyLen(%q) error %v; want it to say %q", in, err, want)
+		}
 	}
 }
 

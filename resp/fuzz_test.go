@@ -65,7 +65,7 @@ func FuzzReplyScanner(f *testing.F) {
 		f.Add([]byte(s), uint8(i))
 	}
 	f.Fuzz(func(t *testing.T, in []byte, step uint8) {
-		rn, more, bad := refReply(in, 0)
+		rn, more, bad := refReply(in)
 		var s ReplyScanner
 		n, err := s.Scan(in)
 		if n != rn || (err != nil) != bad || (n == 0 && err == nil) != more {

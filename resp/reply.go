@@ -6,23 +6,25 @@ import (
 	"math"
 )
 
-// maxReplyDepth bounds how deeply reply arrays may nest. Redis's own replies
-// nest a handful of levels (and hiredis long refused more than seven); the bound
-// keeps a broken or hostile upstream from driving anything that recurses over
-// replies, such as a client library, arbitrarily deep.
-const maxReplyDepth = 1024
-
 // maxReplyBulk keeps offset arithmetic far from overflow; no real reply comes
 // anywhere near it.
 const maxReplyBulk = math.MaxInt64 / 4
+
+// keptStack is the most elements of a deep stack that Reset keeps for reuse:
+// one rare deep reply must not pin its stack for as long as the scanner lives.
+const keptStack = 1024
 
 // ReplyScanner finds where the first reply in a buffer ends, when that buffer
 // grows by reads between calls. It frames every RESP2 and RESP3 type without
 // interpreting any. It remembers how far it got, so a reply of any size costs
 // time linear in its bytes however it is split, and it keeps the remaining
 // element counts of open aggregates in an explicit stack rather than
-// recursing. The zero value is ready to use; it does not allocate for replies
-// nested up to 8 deep.
+// recursing. It follows any depth, because Redis sends any depth: a Lua script
+// that returns a table holding itself gets arrays nested some 8000 deep, then
+// an error. The stack costs 8 bytes a level, and a level at least 4 bytes of
+// reply.
+// The zero value is ready to use; it does not allocate for replies nested up
+// to 8 deep.
 //
 // An attribute ("|") and the reply it annotates count as one element, or one
 // reply at top level. Streamed strings and aggregates ("$?", "*?") are refused:
@@ -102,9 +104,6 @@ func (s *ReplyScanner) Scan(b []byte) (int, error) {
 				return s.failLength(typ, content)
 			}
 			if n > 0 {
-				if s.depth == maxReplyDepth {
-					return s.fail("aggregates nested deeper than %d", maxReplyDepth)
-				}
 				s.push(n)
 				continue
 			}
@@ -122,6 +121,9 @@ func (s *ReplyScanner) Scan(b []byte) (int, error) {
 // Reset forgets a partly scanned reply, for when its buffer is abandoned.
 func (s *ReplyScanner) Reset() {
 	deep := s.deep[:0]
+	if cap(deep) > keptStack {
+		deep = nil
+	}
 	*s = ReplyScanner{deep: deep}
 }
 

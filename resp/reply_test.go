@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -122,7 +124,7 @@ var refDouble = regexp.MustCompile(`^[+-]?(inf|nan|[0-9]+(\.[0-9]+)?([eE][+-]?[0
 
 // refReply is a plain recursive RESP2 and RESP3 parser: the length of the
 // reply b starts with, or more if it is incomplete, or bad.
-func refReply(b []byte, depth int) (n int, more, bad bool) {
+func refReply(b []byte) (n int, more, bad bool) {
 	if len(b) == 0 {
 		return 0, true, false
 	}
@@ -182,11 +184,8 @@ func refReply(b []byte, depth int) (n int, more, bad bool) {
 			l++
 		}
 	}
-	if l > 0 && depth == maxReplyDepth {
-		return 0, false, true
-	}
 	for ; l > 0; l-- {
-		n, more, bad := refReply(b[pos:], depth+1)
+		n, more, bad := refReply(b[pos:])
 		if more || bad {
 			return 0, more, bad
 		}
@@ -208,14 +207,12 @@ func scanGrowing(s *ReplyScanner, b []byte, step int) (int, error) {
 
 func TestReplyScanner(t *testing.T) {
 	t.Parallel()
-	deep := strings.Repeat("*1\r\n", maxReplyDepth) + ":1\r\n"
-	tooDeep := strings.Repeat("*1\r\n", maxReplyDepth+1) + ":1\r\n"
 	type tc struct {
 		in  string
 		n   int // 0: incomplete
 		bad bool
 	}
-	tcs := []tc{{in: deep, n: len(deep)}, {in: tooDeep, bad: true}}
+	var tcs []tc
 	for _, r := range replySeeds {
 		// What follows a reply is not part of it.
 		tcs = append(tcs, tc{in: r, n: len(r)}, tc{in: r + "+next\r\n", n: len(r)}, tc{in: r + "?", n: len(r)})
@@ -237,7 +234,7 @@ func TestReplyScanner(t *testing.T) {
 		if n2, err2 := scanGrowing(&g, []byte(tc.in), 1); n2 != n || (err2 != nil) != (err != nil) {
 			t.Errorf("Scan(%.60q) byte by byte = %d, %v; whole = %d, %v", tc.in, n2, err2, n, err)
 		}
-		if rn, _, rbad := refReply([]byte(tc.in), 0); rn != n || rbad != tc.bad {
+		if rn, _, rbad := refReply([]byte(tc.in)); rn != n || rbad != tc.bad {
 			t.Errorf("reference(%.60q) = %d, bad=%v; scanner %d, %v", tc.in, rn, rbad, n, err)
 		}
 	}
@@ -300,6 +297,92 @@ func TestReplyScannerErrors(t *testing.T) {
 	}
 }
 
+// deepReply nests aggregates of every kind levels deep, with elements before
+// and after each nested one, around the error Redis ends its deepest replies
+// with. It returns the reply and the length of its part before that error.
+func deepReply(levels int) ([]byte, int) {
+	// A prefix and a suffix per kind of level; an attribute and the reply it
+	// annotates make two levels.
+	kinds := [][2]string{
+		{"*1\r\n", ""},
+		{"*3\r\n:1\r\n", "$1\r\nx\r\n"},
+		{"%2\r\n+k\r\n", "+k2\r\n_\r\n"},
+		{"~2\r\n", ",1.5\r\n"},
+		{">1\r\n", ""},
+		{"|1\r\n+a\r\n+b\r\n*1\r\n", ""},
+		{"|0\r\n~1\r\n", ""},
+	}
+	var prefix, suffix []byte
+	var suffixes []string
+	for i := range levels {
+		k := kinds[i*7919%len(kinds)]
+		prefix = append(prefix, k[0]...)
+		suffixes = append(suffixes, k[1])
+	}
+	inner := len(prefix)
+	prefix = append(prefix, "-ERR reached lua stack limit\r\n"...)
+	for i := len(suffixes) - 1; i >= 0; i-- {
+		suffix = append(suffix, suffixes[i]...)
+	}
+	return append(prefix, suffix...), inner
+}
+
+// TestReplyScannerDeep follows aggregates nested 100000 deep, the kind of
+// reply Redis sends (some 8000 deep) for a Lua table that holds itself,
+// whole, byte by byte and in random pieces, and checks what its stack costs.
+// It does not run in parallel, so that it can count the bytes it allocates.
+func TestReplyScannerDeep(t *testing.T) {
+	const levels = 100000
+	reply, inner := deepReply(levels)
+	var s ReplyScanner
+	if n, err := s.Scan(append(reply[:len(reply):len(reply)], "+next\r\n"...)); n != len(reply) || err != nil {
+		t.Fatalf("Scan = %d, %v; want %d", n, err, len(reply))
+	}
+	if n, err := scanGrowing(&s, reply, 1); n != len(reply) || err != nil {
+		t.Fatalf("byte by byte: Scan = %d, %v; want %d", n, err, len(reply))
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 10 {
+		end := 0
+		for end < len(reply) {
+			end = min(end+1+rng.IntN(256), len(reply))
+			n, err := s.Scan(reply[:end])
+			if want := map[bool]int{true: len(reply)}[end == len(reply)]; n != want || err != nil {
+				t.Fatalf("in random pieces, at %d bytes of %d: Scan = %d, %v; want %d", end, len(reply), n, err, want)
+			}
+		}
+	}
+	if n, _, bad := refReply(reply); n != len(reply) || bad {
+		t.Fatalf("reference = %d, bad=%v; want %d", n, bad, len(reply))
+	}
+
+	// At the deepest point, the stack holds one count a level, in at most
+	// twice the space.
+	if n, err := s.Scan(reply[:inner]); n != 0 || err != nil {
+		t.Fatalf("Scan of the part before the innermost reply = %d, %v", n, err)
+	}
+	depth := s.depth
+	if depth < levels || cap(s.deep) > 2*depth {
+		t.Fatalf("at the deepest point: depth %d (want >= %d), stack capacity %d", depth, levels, cap(s.deep))
+	}
+	// A deep reply's stack is not kept once the reply is done.
+	if n, err := s.Scan(reply); n != len(reply) || err != nil || cap(s.deep) != 0 {
+		t.Fatalf("Scan = %d, %v, leaving a stack of capacity %d", n, err, cap(s.deep))
+	}
+
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if n, err := ReplyLen(reply); n != len(reply) || err != nil {
+		t.Fatalf("ReplyLen = %d, %v", n, err)
+	}
+	runtime.ReadMemStats(&after)
+	// append grows a large slice by a quarter at a time, so building a stack
+	// allocates about five times its final size in all, most of it garbage.
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 6*8*uint64(depth) {
+		t.Fatalf("ReplyLen of a reply %d deep allocated %d bytes", depth, alloc)
+	}
+}
+
 // TestReplyScannerLinear feeds large replies 4 KiB at a time. A scanner that
 // re-read what it had already seen would take minutes here.
 func TestReplyScannerLinear(t *testing.T) {
@@ -320,13 +403,18 @@ func TestReplyScannerLinear(t *testing.T) {
 }
 
 func TestReplyLenAllocs(t *testing.T) {
-	reply := []byte("*2\r\n*2\r\n$1\r\na\r\n:1\r\n$-1\r\n")
-	if allocs := testing.AllocsPerRun(100, func() {
-		if n, err := ReplyLen(reply); n != len(reply) || err != nil {
-			t.Fatal(n, err)
+	for _, r := range []string{
+		"*2\r\n*2\r\n$1\r\na\r\n:1\r\n$-1\r\n",
+		"*1\r\n%1\r\n+k\r\n~1\r\n>1\r\n|1\r\n+a\r\n+b\r\n*1\r\n*1\r\n*2\r\n,1.5\r\n=5\r\ntxt:x\r\n", // 8 deep
+	} {
+		reply := []byte(r)
+		if allocs := testing.AllocsPerRun(100, func() {
+			if n, err := ReplyLen(reply); n != len(reply) || err != nil {
+				t.Fatal(n, err)
+			}
+		}); allocs != 0 {
+			t.Fatalf("ReplyLen(%q) allocates %v times", r, allocs)
 		}
-	}); allocs != 0 {
-		t.Fatalf("ReplyLen allocates %v times", allocs)
 	}
 }
 
@@ -412,7 +500,7 @@ func TestReplyScannerRedis(t *testing.T) {
 				t.Fatalf("reply to %v: %v", cmds[i], err)
 			}
 			if n > 0 {
-				if rn, _, _ := refReply(buf, 0); rn != n {
+				if rn, _, _ := refReply(buf); rn != n {
 					t.Fatalf("reply to %v: scanner %d bytes, reference %d", cmds[i], n, rn)
 				}
 				if cmds[i][0] == "MGET" {

@@ -2,6 +2,7 @@ package resp
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -84,7 +85,7 @@ func FuzzReplyScanner(f *testing.F) {
 				t.Fatalf("ArrayElems accepted %q, which is not exactly one reply", in)
 			}
 			for _, e := range elems {
-				if l, err := ReplyLen(e); l != len(e) || err != nil || e[0] == '*' {
+				if l, err := ReplyLen(e); l != len(e) || err != nil || strings.IndexByte("*%~>|", e[0]) >= 0 {
 					t.Fatalf("ArrayElems(%q) element %q is not one flat reply", in, e)
 				}
 			}

@@ -180,9 +180,10 @@ func ReplyLen(b []byte) (int, error) {
 }
 
 // ArrayElems splits reply, one complete array reply and nothing more, whose
-// elements are not arrays (such as MGET's), into its elements' raw bytes,
-// appended to dst[:0]. The elements share reply's memory. It reports false if
-// reply is anything else, including a nil array.
+// elements are neither aggregates nor attributes (such as MGET's, in either
+// protocol), into its elements' raw bytes, appended to dst[:0]. The elements
+// share reply's memory. It reports false if reply is anything else, including
+// a nil array and RESP3's other aggregates.
 func ArrayElems(reply []byte, dst [][]byte) ([][]byte, bool) {
 	dst = dst[:0]
 	if len(reply) == 0 || reply[0] != '*' {
@@ -200,35 +201,34 @@ func ArrayElems(reply []byte, dst [][]byte) ([][]byte, bool) {
 		if pos >= len(reply) {
 			return dst, false
 		}
-		start := pos
-		switch reply[pos] {
-		case '+', '-':
-			if _, pos, ok = replyLine(reply, pos); !ok {
-				return dst, false
-			}
-		case ':':
-			if content, pos, ok = replyLine(reply, pos); !ok {
-				return dst, false
-			}
-			if _, ok := parseLL(content); !ok {
-				return dst, false
-			}
-		case '$':
-			if content, pos, ok = replyLine(reply, pos); !ok {
-				return dst, false
-			}
-			l, ok := parseLL(content)
-			if !ok || l < -1 {
+		start, typ := pos, reply[pos]
+		switch typ {
+		case '*', '%', '~', '>', '|':
+			return dst, false
+		}
+		if replyTypes[typ] == "" {
+			return dst, false
+		}
+		if content, pos, ok = replyLine(reply, pos); !ok {
+			return dst, false
+		}
+		switch typ {
+		case '$', '!', '=':
+			l, ok := blobLen(typ, content)
+			if !ok {
 				return dst, false
 			}
 			if l >= 0 {
-				if l > int64(len(reply)-pos-2) || reply[pos+int(l)] != '\r' || reply[pos+int(l)+1] != '\n' {
+				if l > int64(len(reply)-pos-2) || reply[pos+int(l)] != '\r' || reply[pos+int(l)+1] != '\n' ||
+					typ == '=' && reply[pos+3] != ':' {
 					return dst, false
 				}
 				pos += int(l) + 2
 			}
 		default:
-			return dst, false
+			if !scalarOK(typ, content) {
+				return dst, false
+			}
 		}
 		dst = append(dst, reply[start:pos])
 	}

@@ -442,6 +442,32 @@ func TestArrayElems(t *testing.T) {
 		{"*1\n", nil, false},
 		{"*9223372036854775807\r\n:1\r\n", nil, false},
 		{"", nil, false},
+		// RESP3
+		{"*4\r\n$1\r\na\r\n_\r\n$-1\r\n,1.5\r\n", []string{"$1\r\na\r\n", "_\r\n", "$-1\r\n", ",1.5\r\n"}, true},
+		{
+			"*5\r\n#t\r\n(123\r\n!3\r\nERR\r\n=5\r\ntxt:x\r\n-ERR y\r\n",
+			[]string{"#t\r\n", "(123\r\n", "!3\r\nERR\r\n", "=5\r\ntxt:x\r\n", "-ERR y\r\n"}, true,
+		},
+		{"*1\r\n%0\r\n", nil, false},
+		{"*1\r\n~0\r\n", nil, false},
+		{"*1\r\n>0\r\n", nil, false},
+		{"*1\r\n|0\r\n:1\r\n", nil, false},
+		{"*2\r\n:1\r\n|1\r\n+a\r\n+b\r\n:1\r\n", nil, false},
+		{"~1\r\n:1\r\n", nil, false},
+		{">1\r\n:1\r\n", nil, false},
+		{"%1\r\n:1\r\n:2\r\n", nil, false},
+		{"|0\r\n*1\r\n:1\r\n", nil, false},
+		{"_\r\n", nil, false},
+		{"*1\r\n_x\r\n", nil, false},
+		{"*1\r\n#x\r\n", nil, false},
+		{"*1\r\n,\r\n", nil, false},
+		{"*1\r\n,1.5\n", nil, false},
+		{"*1\r\n=3\r\ntxt\r\n", nil, false},
+		{"*1\r\n=5\r\ntxt;x\r\n", nil, false},
+		{"*1\r\n!-1\r\n", nil, false},
+		{"*1\r\n!1\r\nxyz", nil, false},
+		{"*1\r\n$?\r\n", nil, false},
+		{"*1\r\n?\r\n", nil, false},
 	} {
 		dst := make([][]byte, 1, 4) // stale contents must go
 		got, ok := ArrayElems([]byte(tc.in), dst)

@@ -1,8 +1,12 @@
 package resp
 
 import (
+	"bytes"
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/cacheproxy/cacheproxy/internal/redistest"
 )
 
 func TestAppend(t *testing.T) {
@@ -62,5 +66,52 @@ func TestAppendAllocs(t *testing.T) {
 		b = AppendMap(b, 0)
 	}); allocs != 0 {
 		t.Fatalf("encoders allocate %v times into a large enough buffer", allocs)
+	}
+}
+
+// TestAppendRedis compares what the encoders write with what a real Redis
+// sends for the same values, to a client of each protocol.
+func TestAppendRedis(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	verbatim := func(format string) []string {
+		return []string{"EVAL", "redis.setresp(3); return {verbatim_string={format='" + format + "', string='a\\r\\nb'}}", "0"}
+	}
+	for _, proto := range []int{2, 3} {
+		// RESP2 has no sets or pushes: Redis sends arrays instead.
+		header := func(resp3 func([]byte, int) []byte, n int) []byte {
+			if proto == 3 {
+				return resp3(nil, n)
+			}
+			return appendHeader(nil, '*', n)
+		}
+		// One connection, which HELLO switches to proto, then SUBSCRIBE to
+		// pub/sub.
+		tcs := []struct {
+			args []string
+			want []byte
+		}{
+			{[]string{"HELLO", fmt.Sprint(proto)}, AppendMapOrArray(nil, 7, proto)}, // a prefix
+			{[]string{"EVAL", "redis.setresp(3); return nil", "0"}, AppendNull(nil, proto)},
+			{[]string{"BLPOP", "nolist", "0.01"}, AppendNullArray(nil, proto)},
+			{[]string{"EVAL", "redis.setresp(3); return true", "0"}, AppendBool(nil, true, proto)},
+			{[]string{"EVAL", "redis.setresp(3); return false", "0"}, AppendBool(nil, false, proto)},
+			{verbatim("txt"), AppendVerbatim(nil, "txt", []byte("a\r\nb"), proto)},
+			{verbatim("markdown"), AppendVerbatim(nil, "markdown", []byte("a\r\nb"), proto)},
+			{verbatim(""), AppendVerbatim(nil, "", []byte("a\r\nb"), proto)},
+			{[]string{"EVAL", "redis.setresp(3); return {map={a=1}}", "0"}, append(AppendMapOrArray(nil, 1, proto), "$1\r\na\r\n:1\r\n"...)},
+			{[]string{"EVAL", "redis.setresp(3); return {set={a=true}}", "0"}, append(header(AppendSet, 1), "$1\r\na\r\n"...)},
+			{[]string{"SUBSCRIBE", "ch"}, append(header(AppendPush, 3), "$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"...)},
+		}
+		var cmds [][]string
+		for _, tc := range tcs {
+			cmds = append(cmds, tc.args)
+		}
+		for i, got := range pipeline(t, srv.Addr(), cmds, len(cmds)) {
+			tc := tcs[i]
+			if !bytes.HasPrefix(got, tc.want) || i > 0 && len(got) != len(tc.want) {
+				t.Errorf("RESP%d: Redis answers %q with %.80q; the encoders write %q", proto, tc.args, got, tc.want)
+			}
+		}
 	}
 }

@@ -1,22 +1,14 @@
 package resp
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
-	"net"
 	"regexp"
 	"runtime"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/cacheproxy/cacheproxy/internal/redistest"
-	"github.com/redis/go-redis/v9"
 )
 
 // replySeeds are complete replies of every type, alone and nested.
@@ -474,77 +466,5 @@ func TestArrayElems(t *testing.T) {
 		if ok != tc.ok || (ok && fmt.Sprintf("%q", got) != fmt.Sprintf("%q", tc.want)) {
 			t.Errorf("ArrayElems(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
-	}
-}
-
-// TestReplyScannerRedis splits the replies of a real Redis to a pipeline, read
-// in small pieces, and expects one reply per command, each as long as the
-// reference parser says.
-func TestReplyScannerRedis(t *testing.T) {
-	t.Parallel()
-	srv := redistest.Start(t, redistest.Options{})
-	ctx := context.Background()
-	rc := srv.Client(0)
-	if err := rc.Set(ctx, "big", strings.Repeat("b", 300000), 0).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := rc.HSet(ctx, "h", "f1", "v1", "f2", "v2").Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := rc.XAdd(ctx, &redis.XAddArgs{Stream: "s", Values: []string{"a", "1"}}).Err(); err != nil {
-		t.Fatal(err)
-	}
-	cmds := [][]string{
-		{"PING"}, {"GET", "big"}, {"GET", "missing"}, {"MGET", "big", "missing", "h"},
-		{"HGETALL", "h"}, {"XRANGE", "s", "-", "+"}, {"INCR", "n"}, {"GET", "h"}, {"NOSUCH"},
-		{"EVAL", "return {1, {2, {3, {'x', {}}}}, redis.status_reply('OK')}", "0"},
-		{"INFO"}, {"COMMAND", "INFO", "GET", "SET"}, {"LRANGE", "nolist", "0", "-1"},
-	}
-	c, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	var req strings.Builder
-	for _, args := range cmds {
-		req.WriteString(mbulk(args...))
-	}
-	if _, err := io.WriteString(c, req.String()); err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReaderSize(c, 16)
-	var buf []byte
-	var s ReplyScanner
-	p := make([]byte, 7) // odd, small reads
-	for i := range cmds {
-		for {
-			n, err := s.Scan(buf)
-			if err != nil {
-				t.Fatalf("reply to %v: %v", cmds[i], err)
-			}
-			if n > 0 {
-				if rn, _, _ := refReply(buf); rn != n {
-					t.Fatalf("reply to %v: scanner %d bytes, reference %d", cmds[i], n, rn)
-				}
-				if cmds[i][0] == "MGET" {
-					if elems, ok := ArrayElems(buf[:n], nil); !ok || len(elems) != 3 || string(elems[1]) != "$-1\r\n" {
-						t.Fatalf("MGET elements %q, %v", elems, ok)
-					}
-				}
-				buf = buf[n:]
-				break
-			}
-			m, err := r.Read(p)
-			if err != nil {
-				t.Fatalf("reading the reply to %v: %v", cmds[i], err)
-			}
-			buf = append(buf, p[:m]...)
-		}
-	}
-	if len(buf) != 0 {
-		t.Fatalf("%d bytes left over", len(buf))
 	}
 }

@@ -9,9 +9,12 @@
 // (empty multibulks, inline commands, sloppy terminators), so what reaches
 // redcon is always plain, bounded RESP.
 //
-// On the upstream side, ReplyScanner finds where a RESP2 reply ends in a
-// growing buffer without re-reading it, and ArrayElems splits a flat array
-// reply into its elements.
+// Commands look the same in RESP2 and RESP3, so the guard serves clients of
+// both; replies do not. On the upstream side, ReplyScanner finds where a reply
+// of either protocol ends in a growing buffer without re-reading it, however
+// deeply it nests, and ArrayElems splits a flat array reply into its
+// elements. The Append functions encode the few replies the proxy builds
+// itself, in the protocol its client speaks.
 //
 // resp never interprets a command or a reply beyond its framing: it does not
 // know command names, keys or values, and never talks to Redis itself.

@@ -6,37 +6,45 @@ import (
 	"math"
 )
 
-// maxReplyDepth bounds how deeply reply arrays may nest. Redis's own replies
-// nest a handful of levels (and hiredis long refused more than seven); the bound
-// keeps a broken or hostile upstream from driving anything that recurses over
-// replies, such as a client library, arbitrarily deep.
-const maxReplyDepth = 1024
-
 // maxReplyBulk keeps offset arithmetic far from overflow; no real reply comes
 // anywhere near it.
 const maxReplyBulk = math.MaxInt64 / 4
 
-// ReplyScanner finds where the first RESP2 reply in a buffer ends, when that
-// buffer grows by reads between calls. It remembers how far it got, so a reply
-// of any size costs time linear in its bytes however it is split, and it keeps
-// the remaining element counts of open arrays in an explicit stack rather than
-// recursing. The zero value is ready to use; it does not allocate for replies
-// nested up to 8 deep.
+// keptStack is the most elements of a deep stack that Reset keeps for reuse:
+// one rare deep reply must not pin its stack for as long as the scanner lives.
+const keptStack = 1024
+
+// ReplyScanner finds where the first reply in a buffer ends, when that buffer
+// grows by reads between calls. It frames every RESP2 and RESP3 type without
+// interpreting any. It remembers how far it got, so a reply of any size costs
+// time linear in its bytes however it is split, and it keeps the remaining
+// element counts of open aggregates in an explicit stack rather than
+// recursing. It follows any depth, because Redis sends any depth: a Lua script
+// that returns a table holding itself gets arrays nested some 8000 deep, then
+// an error. The stack costs 8 bytes a level, and a level at least 4 bytes of
+// reply.
+// The zero value is ready to use; it does not allocate for replies nested up
+// to 8 deep.
+//
+// An attribute ("|") and the reply it annotates count as one element, or one
+// reply at top level. Streamed strings and aggregates ("$?", "*?") are refused:
+// Redis never sends them.
 type ReplyScanner struct {
 	pos    int  // next byte to examine
 	line   int  // first byte of the current header line, while inLine
 	inLine bool //
-	body   int  // offset where the current bulk string's "\r\n" must be, while inBody
+	body   int  // offset where the current blob's "\r\n" must be, while inBody
 	inBody bool //
-	depth  int  // open arrays
+	colon  int  // offset of the ':' that ends a verbatim string's format, while inBody; 0 for other blobs
+	depth  int  // open aggregates
 	top    [8]int64
-	deep   []int64 // remaining elements of open arrays beyond the first len(top)
+	deep   []int64 // elements left in open aggregates beyond the first len(top)
 }
 
 // Scan returns the length of the complete reply that b starts with, or 0 if b
 // holds only part of one. After 0, call it again with the same bytes plus more;
 // after a length or an error, the scanner starts afresh on the next call. An
-// error means b does not start with a well-formed RESP2 reply.
+// error means b does not start with a well-formed RESP2 or RESP3 reply.
 func (s *ReplyScanner) Scan(b []byte) (int, error) {
 	for {
 		if s.inBody {
@@ -44,9 +52,12 @@ func (s *ReplyScanner) Scan(b []byte) (int, error) {
 				return 0, nil
 			}
 			if b[s.body] != '\r' || b[s.body+1] != '\n' {
-				return s.fail("bulk string not followed by CRLF at offset %d", s.body)
+				return s.fail("blob not followed by CRLF at offset %d", s.body)
 			}
-			s.pos, s.inBody = s.body+2, false
+			if s.colon > 0 && b[s.colon] != ':' {
+				return s.fail("verbatim string format not followed by ':' at offset %d", s.colon)
+			}
+			s.pos, s.inBody, s.colon = s.body+2, false, 0
 			if s.elemDone() {
 				return s.complete()
 			}
@@ -56,9 +67,7 @@ func (s *ReplyScanner) Scan(b []byte) (int, error) {
 			if s.pos >= len(b) {
 				return 0, nil
 			}
-			switch b[s.pos] {
-			case '+', '-', ':', '$', '*':
-			default:
+			if replyTypes[b[s.pos]] == "" {
 				return s.fail("unexpected byte %q at offset %d", b[s.pos], s.pos)
 			}
 			s.line, s.inLine = s.pos, true
@@ -77,30 +86,30 @@ func (s *ReplyScanner) Scan(b []byte) (int, error) {
 		typ := b[s.line]
 		s.pos, s.inLine = nl+1, false
 		switch typ {
-		case ':':
-			if _, ok := parseLL(content); !ok {
-				return s.fail("invalid integer %q", content)
-			}
-		case '$':
-			n, ok := parseLL(content)
-			if !ok || n < -1 || n > maxReplyBulk {
-				return s.fail("invalid bulk length %q", content)
+		case '$', '!', '=':
+			n, ok := blobLen(typ, content)
+			if !ok {
+				return s.failLength(typ, content)
 			}
 			if n >= 0 {
 				s.body, s.inBody = s.pos+int(n), true
+				if typ == '=' {
+					s.colon = s.pos + 3
+				}
 				continue
 			}
-		case '*':
-			n, ok := parseLL(content)
-			if !ok || n < -1 {
-				return s.fail("invalid array length %q", content)
+		case '*', '%', '~', '>', '|':
+			n, ok := aggregateElems(typ, content)
+			if !ok {
+				return s.failLength(typ, content)
 			}
 			if n > 0 {
-				if s.depth == maxReplyDepth {
-					return s.fail("arrays nested deeper than %d", maxReplyDepth)
-				}
 				s.push(n)
 				continue
+			}
+		default:
+			if !scalarOK(typ, content) {
+				return s.fail("invalid %s %q", replyTypes[typ], content)
 			}
 		}
 		if s.elemDone() {
@@ -112,6 +121,9 @@ func (s *ReplyScanner) Scan(b []byte) (int, error) {
 // Reset forgets a partly scanned reply, for when its buffer is abandoned.
 func (s *ReplyScanner) Reset() {
 	deep := s.deep[:0]
+	if cap(deep) > keptStack {
+		deep = nil
+	}
 	*s = ReplyScanner{deep: deep}
 }
 
@@ -153,6 +165,13 @@ func (s *ReplyScanner) fail(format string, args ...any) (int, error) {
 	return 0, fmt.Errorf("resp: malformed reply: "+format, args...)
 }
 
+func (s *ReplyScanner) failLength(typ byte, content []byte) (int, error) {
+	if string(content) == "?" {
+		return s.fail("streamed %s (%c?) not supported: Redis never sends one", replyTypes[typ], typ)
+	}
+	return s.fail("invalid %s length %q", replyTypes[typ], content)
+}
+
 // ReplyLen returns the length of the complete reply b starts with, or 0 if b
 // holds only part of one.
 func ReplyLen(b []byte) (int, error) {
@@ -161,9 +180,10 @@ func ReplyLen(b []byte) (int, error) {
 }
 
 // ArrayElems splits reply, one complete array reply and nothing more, whose
-// elements are not arrays (such as MGET's), into its elements' raw bytes,
-// appended to dst[:0]. The elements share reply's memory. It reports false if
-// reply is anything else, including a nil array.
+// elements are neither aggregates nor attributes (such as MGET's, in either
+// protocol), into its elements' raw bytes, appended to dst[:0]. The elements
+// share reply's memory. It reports false if reply is anything else, including
+// a nil array and RESP3's other aggregates.
 func ArrayElems(reply []byte, dst [][]byte) ([][]byte, bool) {
 	dst = dst[:0]
 	if len(reply) == 0 || reply[0] != '*' {
@@ -181,35 +201,34 @@ func ArrayElems(reply []byte, dst [][]byte) ([][]byte, bool) {
 		if pos >= len(reply) {
 			return dst, false
 		}
-		start := pos
-		switch reply[pos] {
-		case '+', '-':
-			if _, pos, ok = replyLine(reply, pos); !ok {
-				return dst, false
-			}
-		case ':':
-			if content, pos, ok = replyLine(reply, pos); !ok {
-				return dst, false
-			}
-			if _, ok := parseLL(content); !ok {
-				return dst, false
-			}
-		case '$':
-			if content, pos, ok = replyLine(reply, pos); !ok {
-				return dst, false
-			}
-			l, ok := parseLL(content)
-			if !ok || l < -1 {
+		start, typ := pos, reply[pos]
+		switch typ {
+		case '*', '%', '~', '>', '|':
+			return dst, false
+		}
+		if replyTypes[typ] == "" {
+			return dst, false
+		}
+		if content, pos, ok = replyLine(reply, pos); !ok {
+			return dst, false
+		}
+		switch typ {
+		case '$', '!', '=':
+			l, ok := blobLen(typ, content)
+			if !ok {
 				return dst, false
 			}
 			if l >= 0 {
-				if l > int64(len(reply)-pos-2) || reply[pos+int(l)] != '\r' || reply[pos+int(l)+1] != '\n' {
+				if l > int64(len(reply)-pos-2) || reply[pos+int(l)] != '\r' || reply[pos+int(l)+1] != '\n' ||
+					typ == '=' && reply[pos+3] != ':' {
 					return dst, false
 				}
 				pos += int(l) + 2
 			}
 		default:
-			return dst, false
+			if !scalarOK(typ, content) {
+				return dst, false
+			}
 		}
 		dst = append(dst, reply[start:pos])
 	}
@@ -228,4 +247,112 @@ func replyLine(b []byte, at int) ([]byte, int, bool) {
 		return nil, 0, false
 	}
 	return b[at+1 : nl-1], nl + 1, true
+}
+
+// replyTypes names the types of RESP2 and RESP3 replies by their first byte;
+// a byte with no name starts no reply.
+var replyTypes = [256]string{
+	'+': "simple string", '-': "error", ':': "integer", '$': "bulk string", '*': "array",
+	'_': "null", ',': "double", '#': "boolean", '(': "big number", '!': "blob error",
+	'=': "verbatim string", '%': "map", '~': "set", '>': "push", '|': "attribute",
+}
+
+// blobLen returns the length of the body that follows the header of a bulk
+// string, blob error or verbatim string, or -1 for a null bulk string (the
+// only one of the three with a null form).
+func blobLen(typ byte, content []byte) (int64, bool) {
+	n, ok := parseLL(content)
+	switch {
+	case !ok || n > maxReplyBulk:
+		return 0, false
+	case n == -1:
+		return n, typ == '$'
+	case typ == '=':
+		return n, n >= 4 // the 3-byte format and its ':'
+	}
+	return n, n >= 0
+}
+
+// aggregateElems returns how many elements follow the header of an aggregate,
+// counting each map or attribute pair as two. An attribute is followed by the
+// reply it annotates, which it counts as one more element, so that the two
+// complete together.
+func aggregateElems(typ byte, content []byte) (int64, bool) {
+	n, ok := parseLL(content)
+	switch {
+	case !ok || n < -1:
+		return 0, false
+	case n == -1:
+		return 0, typ == '*' // RESP2's null array
+	}
+	switch typ {
+	case '%':
+		return 2 * n, n <= math.MaxInt64/2
+	case '|':
+		return 2*n + 1, n <= math.MaxInt64/2
+	}
+	return n, true
+}
+
+// scalarOK reports whether content is valid for a one-line reply of type typ.
+// Simple strings and errors may hold anything but a line end, and so may big
+// numbers: Redis passes a Lua script's big_number text through unchecked.
+func scalarOK(typ byte, content []byte) bool {
+	switch typ {
+	case ':':
+		_, ok := parseLL(content)
+		return ok
+	case '_':
+		return len(content) == 0
+	case '#':
+		return len(content) == 1 && (content[0] == 't' || content[0] == 'f')
+	case ',':
+		return validDouble(content)
+	}
+	return true
+}
+
+// validDouble reports whether s is a RESP3 double: a decimal number with an
+// optional fraction and exponent (C's "%.17g", which Redis uses, prints
+// nothing else), or inf or nan, each with an optional sign (glibc prints
+// "-nan" for a NaN whose sign bit is set).
+func validDouble(s []byte) bool {
+	if len(s) > 0 && (s[0] == '-' || s[0] == '+') {
+		s = s[1:]
+	}
+	if string(s) == "inf" || string(s) == "nan" {
+		return true
+	}
+	i := skipDigits(s, 0)
+	if i == 0 {
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		j := skipDigits(s, i+1)
+		if j == i+1 {
+			return false
+		}
+		i = j
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '-' || s[i] == '+') {
+			i++
+		}
+		j := skipDigits(s, i)
+		if j == i {
+			return false
+		}
+		i = j
+	}
+	return i == len(s)
+}
+
+// skipDigits returns the offset of the first byte at or after i in s that is
+// not a decimal digit.
+func skipDigits(s []byte, i int) int {
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	return i
 }

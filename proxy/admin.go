@@ -9,6 +9,7 @@ import (
 	"github.com/tidwall/redcon"
 
 	"github.com/cacheproxy/cacheproxy/policy"
+	"github.com/cacheproxy/cacheproxy/resp"
 )
 
 // adminHelp is CACHEPROXY HELP's reply, one line per element as Redis's HELP
@@ -28,8 +29,9 @@ var adminHelp = []string{
 }
 
 // admin answers CACHEPROXY, the operator's commands. They concern the proxy
-// itself and never reach the upstream. Replies are arrays of name and value
-// pairs, which redis-cli prints one per line and clients read as maps.
+// itself and never reach the upstream. Replies are maps of names to values:
+// RESP3 maps, and in RESP2 arrays of name and value pairs, which redis-cli
+// prints one per line and clients read as maps.
 func (c *client) admin(args [][]byte) {
 	if len(args) < 2 {
 		c.emitError(arityError("cacheproxy"))
@@ -38,9 +40,9 @@ func (c *client) admin(args [][]byte) {
 	sub := strings.ToLower(string(args[1]))
 	switch {
 	case sub == "policy" && len(args) == 3:
-		c.emitBuilt(c.s.appendPolicy(c.arena, args[2]))
+		c.emitBuilt(c.s.appendPolicy(c.arena, args[2], c.proto))
 	case sub == "stats" && len(args) == 2:
-		c.emitBuilt(c.s.appendStats(c.arena))
+		c.emitBuilt(c.s.appendStats(c.arena, c.proto))
 	case sub == "flush" && len(args) <= 3:
 		var prefix []byte
 		if len(args) == 3 {
@@ -68,7 +70,7 @@ func (c *client) emitBuilt(b []byte) {
 }
 
 // appendPolicy appends CACHEPROXY POLICY's reply for key.
-func (s *Server) appendPolicy(b []byte, key []byte) []byte {
+func (s *Server) appendPolicy(b []byte, key []byte, proto int) []byte {
 	ps := s.policies.Load()
 	p := ps.set.Lookup(key)
 	var matches []string
@@ -89,7 +91,7 @@ func (s *Server) appendPolicy(b []byte, key []byte) []byte {
 			why = "the only matching prefix"
 		}
 	}
-	b = redcon.AppendArray(b, 2*9)
+	b = resp.AppendMapOrArray(b, 9, proto)
 	b = appendPair(b, "key", string(key))
 	b = appendPair(b, "policy", p.Prefix)
 	b = appendPair(b, "source", source)
@@ -107,7 +109,7 @@ func (s *Server) appendPolicy(b []byte, key []byte) []byte {
 }
 
 // appendStats appends CACHEPROXY STATS's reply.
-func (s *Server) appendStats(b []byte) []byte {
+func (s *Server) appendStats(b []byte, proto int) []byte {
 	ps := s.policies.Load()
 	m := s.metrics
 	var cached []*policy.Policy
@@ -116,7 +118,7 @@ func (s *Server) appendStats(b []byte) []byte {
 			cached = append(cached, p)
 		}
 	}
-	b = redcon.AppendArray(b, 2*4)
+	b = resp.AppendMapOrArray(b, 4, proto)
 
 	b = redcon.AppendBulkString(b, "policies")
 	b = redcon.AppendArray(b, len(cached))
@@ -127,7 +129,7 @@ func (s *Server) appendStats(b []byte) []byte {
 		if hits+misses > 0 {
 			ratio = strconv.FormatFloat(float64(hits)/float64(hits+misses), 'f', 4, 64)
 		}
-		b = redcon.AppendArray(b, 2*5)
+		b = resp.AppendMapOrArray(b, 5, proto)
 		b = appendPair(b, "policy", p.Prefix)
 		b = appendPair(b, "pool", s.cache.names[r.pool])
 		b = appendCount(b, "hits", int64(hits))
@@ -139,7 +141,7 @@ func (s *Server) appendStats(b []byte) []byte {
 	b = redcon.AppendArray(b, len(s.cache.caches))
 	for i, c := range s.cache.caches {
 		st := c.Stats()
-		b = redcon.AppendArray(b, 2*9)
+		b = resp.AppendMapOrArray(b, 9, proto)
 		b = appendPair(b, "pool", s.cache.names[i])
 		b = appendCount(b, "max_bytes", c.MaxBytes())
 		b = appendCount(b, "bytes", st.Bytes)
@@ -152,7 +154,7 @@ func (s *Server) appendStats(b []byte) []byte {
 	}
 
 	b = redcon.AppendBulkString(b, "invalidations")
-	b = redcon.AppendArray(b, 2*5)
+	b = resp.AppendMapOrArray(b, 5, proto)
 	b = appendCount(b, "write", counterValue(m.inv.write))
 	b = appendCount(b, "keyspace", counterValue(m.inv.keyspace))
 	b = appendCount(b, "flush", counterValue(m.inv.flush))

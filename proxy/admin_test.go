@@ -18,6 +18,13 @@ var adminPolicies = []policy.Policy{
 // pairs reads a CACHEPROXY reply of name and value pairs.
 func pairs(t *testing.T, v any) map[string]any {
 	t.Helper()
+	if mv, ok := v.(map[any]any); ok { // RESP3
+		m := map[string]any{}
+		for k, x := range mv {
+			m[k.(string)] = x
+		}
+		return m
+	}
 	s, ok := v.([]any)
 	if !ok || len(s)%2 != 0 {
 		t.Fatalf("reply %#v is not a list of pairs", v)

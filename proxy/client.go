@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"errors"
+	"io"
 	"time"
 
 	"github.com/tidwall/redcon"
@@ -20,6 +22,9 @@ type client struct {
 	hint uint64 // keeps this client's batches on one shared upstream connection
 	db   int
 	name string
+	// proto is the RESP version the client speaks, 2 or 3 (HELLO): it picks
+	// the upstream pool and the L1 entries its replies come from.
+	proto int
 
 	counts commandCounts // commands by name since the last batch ended (metrics.go)
 
@@ -145,7 +150,9 @@ func (c *client) command(cmd redcon.Command) {
 	switch {
 	case info == nil:
 		c.forward(cmd.Raw)
-	case info.Flags.Has(commands.Blocking) || info.Name == "wait" || info.Name == "waitaof":
+	case info.Name == "script|kill" || info.Name == "function|kill" || info.Name == "shutdown":
+		c.urgent(cmd, info)
+	case info.Flags.Has(commands.Blocking) || info.Name == "wait" || info.Name == "waitaof" || scripted(info):
 		c.flush()
 		c.blocking(cmd)
 	case writes(info):
@@ -163,6 +170,38 @@ func (c *client) command(cmd redcon.Command) {
 func writes(info *commands.Info) bool {
 	return info.Flags.Has(commands.Write) || info.Flags.Has(commands.MayReplicate) ||
 		info.Flags&(commands.NoMandatoryKeys|commands.ReadOnly) == commands.NoMandatoryKeys
+}
+
+// scripted reports scripts and functions. They run on a connection of their
+// own, as blocking commands do: one that runs long makes Redis answer BUSY to
+// everyone else, and commands pipelined behind it on a shared connection would
+// not even be read until it ends, where on Redis they get their BUSY at once.
+func scripted(info *commands.Info) bool {
+	switch info.Name {
+	case "eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro":
+		return true
+	}
+	return false
+}
+
+// urgent sends a command that must reach Redis even while a script keeps it
+// busy (SCRIPT KILL, FUNCTION KILL, SHUTDOWN NOSAVE) on a fresh connection:
+// on any connection already in use it would wait behind whatever that carries.
+func (c *client) urgent(cmd redcon.Command, info *commands.Info) {
+	c.flush()
+	var b upstream.Batch
+	b.Add(cmd.Raw)
+	c.pool().Urgent(c.s.ctx, &b)
+	switch {
+	case b.Answered() > 0:
+		c.emit(b.Reply(0))
+	case info.Name == "shutdown" && errors.Is(b.Err(), io.EOF):
+		// Redis closes the connection of a SHUTDOWN that succeeded.
+		c.conn.Close()
+		c.conn = nil
+	default:
+		c.emitUpstreamError(b.Err())
+	}
 }
 
 // read handles a cacheable read of one key.
@@ -190,11 +229,23 @@ func (c *client) read(rt *routeInfo, cmd redcon.Command) {
 	c.slots = append(c.slots, slot{kind: slotFill, idx: idx, aux: pttl, fill: f, pol: p})
 }
 
-// variant encodes what, beside the key, selects a reply: the command name and
-// the arguments after the key, each length-prefixed so no two differ in bytes
-// yet encode alike. It lives in the arena until the segment ends.
+// pool is the upstream pool that speaks the client's protocol.
+func (c *client) pool() *upstream.Pool {
+	if c.proto == 3 {
+		return c.s.up3
+	}
+	return c.s.up
+}
+
+// variant encodes what, beside the key, selects a reply: the protocol (the
+// same read answers a map in RESP3 and an array in RESP2), the command name
+// and the arguments after the key, each length-prefixed so no two differ in
+// bytes yet encode alike. It lives in the arena until the segment ends.
 func (c *client) variant(args [][]byte, rt *routeInfo) []byte {
 	start := len(c.arena)
+	if c.proto == 3 {
+		c.arena = append(c.arena, '3') // no command name starts with a digit
+	}
 	c.arena = append(c.arena, rt.name...)
 	for _, a := range args[2:] {
 		c.arena = append(c.arena, 0, byte(len(a)>>24), byte(len(a)>>16), byte(len(a)>>8), byte(len(a)))
@@ -231,7 +282,7 @@ func (c *client) flush() {
 		if c.tx != nil {
 			c.tx.conn.Do(&c.batch)
 		} else {
-			c.s.up.Do(c.s.ctx, c.db, c.hint, &c.batch)
+			c.pool().Do(c.s.ctx, c.db, c.hint, &c.batch)
 		}
 		c.observeUpstream(start)
 		if h := c.s.afterUpstream; h != nil {
@@ -268,12 +319,29 @@ func (c *client) upReply(i int) []byte {
 }
 
 func (c *client) upstreamError() []byte {
-	err := c.batch.Err()
+	return upstreamErrorReply(c.batch.Err())
+}
+
+// upstreamErrorReply is the reply to a command the upstream could not take.
+// Where Redis itself refused the connection's set-up (BUSY running a script,
+// LOADING), it is Redis's own error, as a client connected directly would
+// have had it.
+func upstreamErrorReply(err error) []byte {
+	var re *upstream.ReplyError
+	if errors.As(err, &re) {
+		return re.Line
+	}
 	msg := "-ERR cacheproxy: upstream unavailable"
 	if err != nil {
 		msg += " (" + sanitize(err.Error()) + ")"
 	}
 	return []byte(msg + "\r\n")
+}
+
+// emitUpstreamError answers a command whose upstream connection could not be
+// had.
+func (c *client) emitUpstreamError(err error) {
+	c.emit(upstreamErrorReply(err))
 }
 
 func (c *client) settle(s *slot) {
@@ -356,7 +424,8 @@ func fillTTL(p *policy.Policy, reply, pttl []byte, elapsed time.Duration) (time.
 }
 
 func isNil(reply []byte) bool {
-	return len(reply) >= 3 && (reply[0] == '$' || reply[0] == '*') && reply[1] == '-' && reply[2] == '1'
+	return len(reply) >= 3 && (reply[0] == '$' || reply[0] == '*') && reply[1] == '-' && reply[2] == '1' ||
+		len(reply) == 3 && reply[0] == '_'
 }
 
 // parseInteger reads a RESP integer reply (":123\r\n").

@@ -43,7 +43,7 @@ type clientExt struct {
 // published is what other connections see of a client's mutable state.
 type published struct {
 	name, user string
-	db         int
+	db, proto  int
 }
 
 const (
@@ -56,7 +56,7 @@ const (
 // publish makes the client's name, user and db visible to CLIENT LIST.
 func (c *client) publish() {
 	c.mu.Lock()
-	c.pub = published{name: c.name, user: c.user, db: c.db}
+	c.pub = published{name: c.name, user: c.user, db: c.db, proto: c.proto}
 	c.mu.Unlock()
 }
 
@@ -175,7 +175,9 @@ func clientLine(b []byte, c *client, now time.Time) []byte {
 	b = strconv.AppendInt(b, int64(c.multi.Load()), 10)
 	b = append(b, " user="...)
 	b = append(b, p.user...)
-	b = append(b, " redir=-1 resp=2\n"...)
+	b = append(b, " redir=-1 resp="...)
+	b = strconv.AppendInt(b, int64(p.proto), 10)
+	b = append(b, '\n')
 	return b
 }
 
@@ -252,7 +254,7 @@ func (c *client) clientList(args [][]byte) {
 		}
 		b = clientLine(b, o, now)
 	}
-	c.emit(c.appendBulk(b))
+	c.emit(c.appendVerbatim(b))
 }
 
 // clientKill answers CLIENT KILL about the proxy's clients: the old form

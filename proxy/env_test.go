@@ -81,8 +81,13 @@ func startEnv(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pool3, err := upstream.New(upstream.Config{Addr: r.Addr(), Protocol: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
 	opts := Options{
 		Upstream:   pool,
+		Upstream3:  pool3,
 		Commands:   table,
 		Cache:      cache,
 		Policies:   pols,
@@ -125,6 +130,7 @@ func startEnv(t testing.TB, o envOptions) *env {
 		cancel()
 		<-subDone
 		pool.Close()
+		pool3.Close()
 		cache.Close()
 	})
 	e := &env{t: t, redis: r, addr: ln.Addr().String(), srv: srv, cache: cache, reg: reg, sub: sub, direct: r.Client(0)}

@@ -20,13 +20,9 @@ func (c *client) info(cmd redcon.Command) {
 	c.flush()
 	var b upstream.Batch
 	b.Add(cmd.Raw)
-	c.s.up.Do(c.s.ctx, c.db, c.hint, &b)
+	c.pool().Do(c.s.ctx, c.db, c.hint, &b)
 	if b.Answered() == 0 {
-		msg := "ERR cacheproxy: upstream unavailable"
-		if err := b.Err(); err != nil {
-			msg += " (" + sanitize(err.Error()) + ")"
-		}
-		c.emitError(msg)
+		c.emitUpstreamError(b.Err())
 		return
 	}
 	reply := b.Reply(0)
@@ -40,19 +36,27 @@ func (c *client) info(cmd redcon.Command) {
 		out = append(out, "\r\n"...)
 	}
 	out = c.s.appendProxyInfo(out)
-	c.emit(c.appendBulk(out))
+	c.emit(c.appendVerbatim(out))
 }
 
-// bulkBody returns the content of a bulk string reply.
+// bulkBody returns the content of a bulk string reply, or of a verbatim
+// string's text (RESP3's INFO) without its format.
 func bulkBody(reply []byte) ([]byte, bool) {
-	if len(reply) < 4 || reply[0] != '$' {
+	if len(reply) < 4 || reply[0] != '$' && reply[0] != '=' {
 		return nil, false
 	}
 	i := bytes.IndexByte(reply, '\n')
 	if i < 0 || len(reply) < i+3 {
 		return nil, false
 	}
-	return reply[i+1 : len(reply)-2], true
+	body := reply[i+1 : len(reply)-2]
+	if reply[0] == '=' {
+		if len(body) < 4 || body[3] != ':' {
+			return nil, false
+		}
+		body = body[4:]
+	}
+	return body, true
 }
 
 func wantsProxySection(sections [][]byte) bool {

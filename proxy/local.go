@@ -7,12 +7,13 @@ import (
 	"time"
 
 	"github.com/tidwall/redcon"
+
+	"github.com/cacheproxy/cacheproxy/resp"
 )
 
 var (
 	replyOK    = []byte("+OK\r\n")
 	replyPong  = []byte("+PONG\r\n")
-	replyNil   = []byte("$-1\r\n")
 	replyReset = []byte("+RESET\r\n")
 )
 
@@ -91,11 +92,11 @@ func refusal(name []byte) string {
 }
 
 // resetState is RESET's effect on the proxy's side of the connection: no
-// transaction, the initial database, no name, and not authenticated when the
-// proxy requires AUTH.
+// transaction, RESP2, the initial database, no name, and not authenticated
+// when the proxy requires AUTH.
 func (c *client) resetState() {
 	c.release()
-	c.db, c.name = c.s.db0, ""
+	c.db, c.name, c.proto = c.s.db0, "", 2
 	c.setFlag(clientNoEvict, false)
 	c.setAuthed(!c.s.auth.required, "default")
 }
@@ -122,20 +123,27 @@ func (c *client) emitInt(n int64) {
 	c.emit(c.arena[start:len(c.arena):len(c.arena)])
 }
 
-// hello implements HELLO [protover [AUTH user pass] [SETNAME name]] for RESP2
-// only. HELLO 3 gets NOPROTO, which is what makes go-redis v9 and other RESP3
-// clients fall back to RESP2 (and AUTH separately).
+// hello implements HELLO [protover [AUTH user pass] [SETNAME name]]. HELLO 3
+// switches the client to RESP3 when the proxy has a RESP3 upstream pool;
+// otherwise it gets NOPROTO, which makes go-redis v9 fall back to RESP2.
 func (c *client) hello(args [][]byte) {
+	proto := c.proto
 	if len(args) >= 2 {
 		ver, err := strconv.ParseInt(string(args[1]), 10, 64)
 		if err != nil {
 			c.emitError("ERR Protocol version is not an integer or out of range")
 			return
 		}
-		if ver != 2 {
+		if ver < 2 || ver > 3 || ver == 3 && c.s.up3 == nil {
 			c.emitError("NOPROTO unsupported protocol version")
 			return
 		}
+		proto = int(ver)
+	}
+	if proto != c.proto && c.ps != nil {
+		// The subscribed upstream connection would go on in the old one.
+		c.emitError("ERR cacheproxy: HELLO cannot change the protocol of a connection with subscriptions through the proxy; RESET or unsubscribe first")
+		return
 	}
 	var user, pass, name []byte
 	setName := false
@@ -172,14 +180,20 @@ func (c *client) hello(args [][]byte) {
 		c.name = string(name)
 		c.publish()
 	}
+	if proto != c.proto {
+		// Commands queued so far were sent in the old protocol.
+		c.flush()
+		c.proto = proto
+		c.publish()
+	}
 	start := len(c.arena)
-	b := redcon.AppendArray(c.arena, 14)
+	b := resp.AppendMapOrArray(c.arena, 7, c.proto)
 	b = redcon.AppendBulkString(b, "server")
 	b = redcon.AppendBulkString(b, "redis")
 	b = redcon.AppendBulkString(b, "version")
 	b = redcon.AppendBulkString(b, c.s.version)
 	b = redcon.AppendBulkString(b, "proto")
-	b = redcon.AppendInt(b, 2)
+	b = redcon.AppendInt(b, int64(c.proto))
 	b = redcon.AppendBulkString(b, "id")
 	b = redcon.AppendInt(b, c.id)
 	b = redcon.AppendBulkString(b, "mode")
@@ -211,7 +225,7 @@ func (c *client) clientCommand(cmd redcon.Command) {
 		c.emit(replyOK)
 	case "getname":
 		if c.name == "" {
-			c.emit(replyNil)
+			c.emit(c.appendNull())
 			return
 		}
 		c.emit(c.appendBulk([]byte(c.name)))
@@ -229,7 +243,7 @@ func (c *client) clientCommand(cmd redcon.Command) {
 		}
 		c.emit(replyOK)
 	case "info":
-		c.emit(c.appendBulk(clientLine(nil, c, time.Now())))
+		c.emit(c.appendVerbatim(clientLine(nil, c, time.Now())))
 	case "list":
 		c.clientList(args)
 	case "kill":

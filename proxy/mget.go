@@ -11,7 +11,8 @@ import (
 // variantMGet names MGET's per-key element. It is kept apart from GET's reply
 // because the two differ: MGET answers nil for a key holding a hash, where GET
 // answers WRONGTYPE.
-var variantMGet = []byte("mget")
+// RESP3's is apart from RESP2's: a missing key is "_" in one, "$-1" in the other.
+var variantMGet, variantMGet3 = []byte("mget"), []byte("3mget")
 
 // mget answers what it can of an MGET from the L1 and fetches the rest in one
 // upstream MGET, with each missing key's PTTL in the same round trip.
@@ -22,6 +23,10 @@ func (c *client) mget(cmd redcon.Command) {
 		c.forward(cmd.Raw)
 		return
 	}
+	variant := variantMGet
+	if c.proto == 3 {
+		variant = variantMGet3
+	}
 	start := len(c.elems)
 	misses := 0
 	for _, key := range keys {
@@ -31,11 +36,11 @@ func (c *client) mget(cmd redcon.Command) {
 		case !p.Cache:
 			e.lead = true // fetched, never stored
 		default:
-			if reply, ok := c.lookup(ps, p, key, variantMGet); ok {
+			if reply, ok := c.lookup(ps, p, key, variant); ok {
 				e.data = reply
 				break
 			}
-			f, leader := c.begin(ps, p, key, variantMGet)
+			f, leader := c.begin(ps, p, key, variant)
 			e.fill, e.lead = f, leader
 		}
 		if e.lead {

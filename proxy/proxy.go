@@ -31,9 +31,13 @@ import (
 
 // Options are what a Server is built from. Every field but Logger is required.
 type Options struct {
-	Upstream *upstream.Pool
-	Commands *commands.Table
-	Cache    *l1.Cache // the default L1 pool
+	Upstream *upstream.Pool // RESP2 connections, for RESP2 clients
+	// Upstream3 carries RESP3 clients' commands on connections that are
+	// themselves in RESP3, so that their replies come back in RESP3's forms.
+	// Without it, HELLO 3 gets NOPROTO and clients stay in RESP2.
+	Upstream3 *upstream.Pool
+	Commands  *commands.Table
+	Cache     *l1.Cache // the default L1 pool
 	// Pools are further L1 pools by name, each with its own budget, for
 	// policies that name them (policy.Policy.Pool). Optional.
 	Pools    map[string]*l1.Cache
@@ -56,7 +60,8 @@ type Options struct {
 
 // Server serves clients until Close.
 type Server struct {
-	up      *upstream.Pool
+	up      *upstream.Pool // RESP2
+	up3     *upstream.Pool // RESP3; nil when RESP3 is not offered
 	cmds    *commands.Table
 	cache   *pools
 	metrics *Metrics
@@ -122,6 +127,7 @@ func New(o Options) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		up:         o.Upstream,
+		up3:        o.Upstream3,
 		cmds:       o.Commands,
 		cache:      caches,
 		metrics:    o.Metrics,
@@ -219,10 +225,11 @@ func (s *Server) accept(conn redcon.Conn) bool {
 	}
 	s.metrics.accepted.Inc()
 	c := &client{
-		s:    s,
-		conn: conn,
-		id:   s.nextID.Add(1),
-		db:   s.db0,
+		s:     s,
+		conn:  conn,
+		id:    s.nextID.Add(1),
+		db:    s.db0,
+		proto: 2,
 	}
 	c.hint = uint64(c.id)
 	c.cc = conn.NetConn().(*clientConn)

@@ -30,6 +30,13 @@ import (
 // refuses it in its own words. A client no longer subscribed gives its
 // upstream connection up, and its commands take the proxy's ordinary paths
 // again; it stays detached, and a later SUBSCRIBE opens a new connection.
+//
+// RESP3 lets a subscribed client run any command, and Redis then interleaves
+// replies and pushes. A RESP3 client's subscription commands go to its
+// subscribed connection as above (so their confirmations and the messages keep
+// Redis's order); its other commands, once a barrier has shown every earlier
+// confirmation copied, take the proxy's ordinary paths, L1 included, while the
+// pump goes on copying pushes between their replies.
 
 // pubsub is a subscribed client's upstream connection and its pump.
 type pubsub struct {
@@ -45,6 +52,7 @@ type pubsub struct {
 	done               chan struct{} // closed when the pump returns
 
 	total int64 // the pump's: channels plus patterns, as Redis counts them
+	resp3 bool  // the connection, and so its client, speaks RESP3
 }
 
 type psState uint8
@@ -54,7 +62,7 @@ const (
 	psSubscribed                // in RESP2 subscribed mode
 )
 
-func newPubSub(up net.Conn) *pubsub {
+func newPubSub(up net.Conn, proto int) *pubsub {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	token := "cacheproxy-barrier-" + hex.EncodeToString(b[:])
@@ -62,6 +70,7 @@ func newPubSub(up net.Conn) *pubsub {
 		up:      up,
 		barrier: make(chan bool, 1),
 		done:    make(chan struct{}),
+		resp3:   proto == 3,
 	}
 	ps.ping = redcon.AppendBulkString(redcon.AppendBulkString(redcon.AppendArray(nil, 2), "PING"), token)
 	ps.pongPlain = redcon.AppendBulkString(nil, token)
@@ -89,12 +98,12 @@ func (c *client) subscribe(rt *routeInfo, cmd redcon.Command) {
 	}
 	c.flush() // earlier replies first
 	if c.ps == nil {
-		up, err := c.s.up.Raw(c.s.ctx, c.db)
+		up, err := c.pool().Raw(c.s.ctx, c.db)
 		if err != nil {
-			c.emitError("ERR cacheproxy: upstream unavailable (" + sanitize(err.Error()) + ")")
+			c.emitUpstreamError(err)
 			return
 		}
-		c.ps = newPubSub(up)
+		c.ps = newPubSub(up, c.proto)
 		if c.dconn != nil {
 			go c.ps.pump(c) // waited for by serveDetached
 		}
@@ -212,7 +221,7 @@ func (c *client) detachedCommand(cmd redcon.Command) {
 				c.ps = nil
 			}
 		}
-		if c.ps != nil {
+		if c.ps != nil && !ps.resp3 {
 			ps.send(cmd.Raw) // refused by Redis, with its own error
 			return
 		}
@@ -290,7 +299,9 @@ func (ps *pubsub) pump(c *client) {
 					wrote = false
 				}
 				ps.barriers.Add(-1)
-				ps.barrier <- r[0] == '*'
+				// RESP3 answers PING alike in and out of subscribed mode:
+				// the counts the confirmations left tell instead.
+				ps.barrier <- r[0] == '*' || ps.resp3 && (ps.total > 0 || c.ssub.Load() > 0)
 				continue
 			}
 			ps.track(c, r)
@@ -322,8 +333,12 @@ func (ps *pubsub) track(c *client, r []byte) {
 		c.setFlag(clientPubSub, false)
 		return
 	}
-	if !bytes.HasPrefix(r, []byte("*3\r\n$")) || bytes.HasPrefix(r, []byte("*3\r\n$7\r\nmessage\r\n")) {
+	if len(r) == 0 || r[0] != '*' && r[0] != '>' ||
+		!bytes.HasPrefix(r[1:], []byte("3\r\n$")) || bytes.HasPrefix(r[1:], []byte("3\r\n$7\r\nmessage\r\n")) {
 		return
+	}
+	if r[0] == '>' { // RESP3 confirms as a push: read it as the array it holds
+		r = append([]byte{'*'}, r[1:]...)
 	}
 	var elems [3][]byte
 	got, ok := resp.ArrayElems(r, elems[:0])

@@ -23,6 +23,7 @@ type txState struct {
 	// run: SELECT inside MULTI takes effect at EXEC. connDB is the one it is in
 	// now.
 	db, connDB int
+	proto      int // the connection's RESP version, the client's when it began
 	// queued are the writes queued since MULTI, copied, invalidated at EXEC.
 	queued []queuedWrite
 	// aborted: the proxy refused a command inside MULTI, so EXEC must discard
@@ -45,12 +46,12 @@ type queuedWrite struct {
 // WATCH there.
 func (c *client) beginTx(cmd redcon.Command) {
 	c.flush()
-	conn, err := c.s.dedicated(c.db)
+	conn, err := c.s.dedicated(c.db, c.proto)
 	if err != nil {
-		c.emitError("ERR cacheproxy: upstream unavailable (" + sanitize(err.Error()) + ")")
+		c.emitUpstreamError(err)
 		return
 	}
-	c.tx = &txState{conn: conn, db: c.db, connDB: c.db}
+	c.tx = &txState{conn: conn, db: c.db, connDB: c.db, proto: c.proto}
 	c.txCommand(cmd)
 }
 
@@ -231,12 +232,12 @@ func copyArgs(args [][]byte) [][]byte {
 // connection of its own, so that it never holds up other clients' commands.
 // The client's later commands wait behind it, as on Redis.
 func (c *client) blocking(cmd redcon.Command) {
-	conn, err := c.s.dedicated(c.db)
+	conn, err := c.s.dedicated(c.db, c.proto)
 	if err != nil {
-		c.emitError("ERR cacheproxy: upstream unavailable (" + sanitize(err.Error()) + ")")
+		c.emitUpstreamError(err)
 		return
 	}
-	c.tx = &txState{conn: conn, db: c.db, connDB: c.db}
+	c.tx = &txState{conn: conn, db: c.db, connDB: c.db, proto: c.proto}
 	info := c.s.cmds.Lookup(cmd.Args)
 	idx := c.batch.Add(cmd.Raw)
 	if info != nil && writes(info) {
@@ -272,9 +273,12 @@ func (c *client) flushWatched(conn *upstream.Conn) {
 // have dropped it meanwhile (its timeout), and nothing is ever retried.
 type idleConns struct {
 	mu     sync.Mutex // guards byDB, closed
-	byDB   map[int][]idleConn
+	byDB   map[idleKey][]idleConn
 	closed bool
 }
+
+// idleKey: a connection serves only clients of its database and protocol.
+type idleKey struct{ db, proto int }
 
 type idleConn struct {
 	conn  *upstream.Conn
@@ -286,22 +290,25 @@ const (
 	idleFor      = 10 * time.Second
 )
 
-// dedicated returns an idle connection to db, or a new one.
-func (s *Server) dedicated(db int) (*upstream.Conn, error) {
-	if conn := s.idle.take(db); conn != nil {
+// dedicated returns an idle connection to db in protocol proto, or a new one.
+func (s *Server) dedicated(db, proto int) (*upstream.Conn, error) {
+	if conn := s.idle.take(idleKey{db, proto}); conn != nil {
 		return conn, nil
+	}
+	if proto == 3 {
+		return s.up3.Dedicated(s.ctx, db)
 	}
 	return s.up.Dedicated(s.ctx, db)
 }
 
-func (p *idleConns) take(db int) *upstream.Conn {
+func (p *idleConns) take(k idleKey) *upstream.Conn {
 	p.mu.Lock()
 	var stale []*upstream.Conn
 	var got *upstream.Conn
-	for l := p.byDB[db]; len(l) > 0 && got == nil; l = p.byDB[db] {
+	for l := p.byDB[k]; len(l) > 0 && got == nil; l = p.byDB[k] {
 		ic := l[len(l)-1]
 		l[len(l)-1] = idleConn{}
-		p.byDB[db] = l[:len(l)-1]
+		p.byDB[k] = l[:len(l)-1]
 		if time.Since(ic.since) < idleFor && ic.conn.Usable() {
 			got = ic.conn
 		} else {
@@ -323,11 +330,12 @@ func (p *idleConns) put(tx *txState) {
 	}
 	if tx.clean && !tx.dirty && tx.conn.Err() == nil {
 		p.mu.Lock()
-		if !p.closed && len(p.byDB[tx.connDB]) < maxIdlePerDB {
+		k := idleKey{tx.connDB, tx.proto}
+		if !p.closed && len(p.byDB[k]) < maxIdlePerDB {
 			if p.byDB == nil {
-				p.byDB = make(map[int][]idleConn)
+				p.byDB = make(map[idleKey][]idleConn)
 			}
-			p.byDB[tx.connDB] = append(p.byDB[tx.connDB], idleConn{conn: tx.conn, since: time.Now()})
+			p.byDB[k] = append(p.byDB[k], idleConn{conn: tx.conn, since: time.Now()})
 			p.mu.Unlock()
 			return
 		}

@@ -104,7 +104,6 @@ func TestBusyRedis(t *testing.T) {
 		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
 			t.Parallel()
 			if proto == 3 {
-				needsRESP3Scanner(t)
 			}
 			r := redistest.Start(t, redistest.Options{})
 			busyAfter100ms(t, r)

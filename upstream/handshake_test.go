@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/cacheproxy/cacheproxy/internal/redistest"
-	"github.com/cacheproxy/cacheproxy/resp"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -179,15 +178,6 @@ func TestProtocolConfig(t *testing.T) {
 	}
 }
 
-// needsRESP3Scanner skips t while resp.ReplyScanner frames RESP2 alone: the
-// connections then fail on RESP3 replies, HELLO 3's map first.
-func needsRESP3Scanner(t *testing.T) {
-	t.Helper()
-	if _, err := resp.ReplyLen([]byte("_\r\n")); err != nil {
-		t.Skip("waits for resp.ReplyScanner to frame RESP3 replies")
-	}
-}
-
 // TestProtocol3 checks that every kind of connection a Protocol 3 pool makes
 // is in RESP3, with and without credentials, and that a Protocol 2 pool's
 // connections to the same server stay in RESP2.
@@ -203,7 +193,6 @@ func TestProtocol3(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			needsRESP3Scanner(t)
 			r := redistest.Start(t, redistest.Options{})
 			if tc.setup != nil {
 				if err := r.Client(0).Do(bg, tc.setup...).Err(); err != nil {

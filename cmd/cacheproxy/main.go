@@ -143,22 +143,32 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		defer c.Close()
 	}
 
-	pool, err := upstream.New(upstream.Config{
+	// One pool per protocol: a RESP3 client's replies must come from a
+	// connection that is itself in RESP3.
+	ucfg := upstream.Config{
 		Addr:      opts.Addr,
 		Username:  opts.Username,
 		Password:  opts.Password,
 		Conns:     cfg.UpstreamConns,
 		Databases: info.databases,
-	})
+	}
+	pool, err := upstream.New(ucfg)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	ucfg.Protocol = 3
+	pool3, err := upstream.New(ucfg)
+	if err != nil {
+		return err
+	}
+	defer pool3.Close()
 
 	limits := resp.DefaultLimits()
 	limits.MaxBulkLen = int64(cfg.Limits.ProtoMaxBulkLen)
 	srv, err := proxy.New(proxy.Options{
 		Upstream:    pool,
+		Upstream3:   pool3,
 		Commands:    table,
 		Cache:       def,
 		Pools:       named,

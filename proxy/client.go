@@ -25,6 +25,8 @@ type client struct {
 	// proto is the RESP version the client speaks, 2 or 3 (HELLO): it picks
 	// the upstream pool and the L1 entries its replies come from.
 	proto int
+	// tracking: CLIENT TRACKING is on (tracking.go).
+	tracking bool
 
 	counts commandCounts // commands by name since the last batch ended (metrics.go)
 
@@ -124,6 +126,9 @@ func (c *client) command(cmd redcon.Command) {
 	if !c.authed {
 		c.unauthenticated(cmd)
 		return
+	}
+	if c.tracking {
+		c.trackCommand(rt, info, args)
 	}
 	if c.tx != nil {
 		c.txCommand(cmd)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/tidwall/redcon"
+
+	"github.com/cacheproxy/cacheproxy/tracking"
 )
 
 // clientExt is a client's state beyond the data path: what CLIENT LIST and
@@ -60,6 +62,13 @@ func (c *client) publish() {
 	c.mu.Unlock()
 }
 
+// published returns what other goroutines may know of the client's state.
+func (c *client) published() published {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pub
+}
+
 func (c *client) setFlag(f uint32, on bool) {
 	for {
 		old := c.flags.Load()
@@ -89,6 +98,14 @@ func (r *registry) add(c *client) {
 	}
 	r.clients[c.id] = c
 	r.mu.Unlock()
+}
+
+// get returns the client with id, or nil.
+func (r *registry) get(id int64) *client {
+	r.mu.Lock()
+	c := r.clients[id]
+	r.mu.Unlock()
+	return c
 }
 
 func (r *registry) remove(c *client) {
@@ -148,9 +165,8 @@ func (r *registry) goSession(f func()) bool {
 // clientLine formats c as a line of CLIENT LIST, with the fields of Redis's
 // that mean something for a proxy's client.
 func clientLine(b []byte, c *client, now time.Time) []byte {
-	c.mu.Lock()
-	p := c.pub
-	c.mu.Unlock()
+	p := c.published()
+	tr := c.s.track.Info(c.id)
 	b = append(b, "id="...)
 	b = strconv.AppendInt(b, c.id, 10)
 	b = append(b, " addr="...)
@@ -162,7 +178,7 @@ func clientLine(b []byte, c *client, now time.Time) []byte {
 	b = append(b, " age="...)
 	b = strconv.AppendInt(b, int64(now.Sub(c.created)/time.Second), 10)
 	b = append(b, " flags="...)
-	b = append(b, flagLetters(c.flags.Load())...)
+	b = append(b, flagLetters(c.flags.Load(), tr)...)
 	b = append(b, " db="...)
 	b = strconv.AppendInt(b, int64(p.db), 10)
 	b = append(b, " sub="...)
@@ -175,14 +191,16 @@ func clientLine(b []byte, c *client, now time.Time) []byte {
 	b = strconv.AppendInt(b, int64(c.multi.Load()), 10)
 	b = append(b, " user="...)
 	b = append(b, p.user...)
-	b = append(b, " redir=-1 resp="...)
+	b = append(b, " redir="...)
+	b = strconv.AppendInt(b, tr.Redirect, 10)
+	b = append(b, " resp="...)
 	b = strconv.AppendInt(b, int64(p.proto), 10)
 	b = append(b, '\n')
 	return b
 }
 
 // flagLetters spells flags as Redis does, in Redis's order.
-func flagLetters(f uint32) string {
+func flagLetters(f uint32, tr tracking.Info) string {
 	s := ""
 	if f&clientPubSub != 0 {
 		s += "P"
@@ -192,6 +210,15 @@ func flagLetters(f uint32) string {
 	}
 	if f&clientBlocked != 0 {
 		s += "b"
+	}
+	if tr.On {
+		s += "t"
+	}
+	if tr.BrokenRedirect {
+		s += "R"
+	}
+	if tr.BCAST {
+		s += "B"
 	}
 	if f&clientNoEvict != 0 {
 		s += "e"

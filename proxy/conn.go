@@ -20,16 +20,92 @@ type clientConn struct {
 	raw      *aheadConn  // the socket itself
 	authed   atomic.Bool // the guard's view of the client's authentication
 	wrote    func()      // after each write: the client's storeFills
+
+	// Pushes (tracking invalidations) come from other goroutines. One that
+	// arrives while the client has a batch in flight (busy) waits in
+	// pending and follows the batch's replies: written before them, it
+	// could reach the client ahead of a value read before the change, which
+	// the client would then keep. Otherwise a goroutine of its own writes it,
+	// so that whoever pushes never waits for a client's socket.
+	busy     atomic.Bool
+	wmu      sync.Mutex // serialises writes to the socket
+	pmu      sync.Mutex // guards pending, pushing, pushLost; never held across a write
+	pending  []byte
+	pushing  bool // a goroutine is writing pending
+	pushLost bool // pending outgrew maxPending: the connection is being closed
 }
 
-// Write writes replies, then lets the client store the fills they answered.
-// Only the goroutine that owns the connection writes, so wrote runs there.
+// maxPending bounds the pushes waiting for a client that does not read; past
+// it the client is disconnected, as Redis disconnects a client over its output
+// buffer limit, rather than let it hold the proxy's memory.
+const maxPending = 32 << 20
+
+// Write writes replies, and the pushes that waited for them, then lets the
+// client store the fills they answered. Only the goroutine that owns the
+// connection writes replies, so wrote runs there.
 func (cc *clientConn) Write(p []byte) (int, error) {
+	cc.wmu.Lock()
 	n, err := cc.Conn.Write(p)
+	cc.pmu.Lock()
+	var pushes []byte
+	if !cc.pushing {
+		pushes, cc.pending = cc.pending, nil
+	}
+	cc.busy.Store(false)
+	cc.pmu.Unlock()
+	if err == nil && len(pushes) > 0 {
+		_, err = cc.Conn.Write(pushes)
+	}
+	cc.wmu.Unlock()
 	if cc.wrote != nil {
 		cc.wrote()
 	}
 	return n, err
+}
+
+// push sends b, a whole push message, to the client without waiting for it:
+// after the replies of the batch in flight, if any, else at once.
+func (cc *clientConn) push(b []byte) {
+	cc.pmu.Lock()
+	defer cc.pmu.Unlock()
+	if cc.pushLost {
+		return
+	}
+	if len(cc.pending)+len(b) > maxPending {
+		cc.pushLost = true
+		cc.pending = nil
+		cc.raw.Close()
+		return
+	}
+	cc.pending = append(cc.pending, b...)
+	if !cc.busy.Load() && !cc.pushing {
+		cc.pushing = true
+		go cc.writePending()
+	}
+}
+
+// writePending writes what is pending until nothing is, the client starts a
+// batch, or the socket fails (closing the socket ends it).
+func (cc *clientConn) writePending() {
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	for {
+		cc.pmu.Lock()
+		b := cc.pending
+		if len(b) == 0 || cc.busy.Load() {
+			cc.pushing = false
+			cc.pmu.Unlock()
+			return
+		}
+		cc.pending = nil
+		cc.pmu.Unlock()
+		if _, err := cc.Conn.Write(b); err != nil {
+			cc.pmu.Lock()
+			cc.pushing = false
+			cc.pmu.Unlock()
+			return
+		}
+	}
 }
 
 func newClientConn(c net.Conn, lim resp.Limits, authRequired bool, draining *atomic.Bool) *clientConn {

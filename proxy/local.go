@@ -92,10 +92,11 @@ func refusal(name []byte) string {
 }
 
 // resetState is RESET's effect on the proxy's side of the connection: no
-// transaction, RESP2, the initial database, no name, and not authenticated
-// when the proxy requires AUTH.
+// transaction, RESP2, no tracking, the initial database, no name, and not
+// authenticated when the proxy requires AUTH.
 func (c *client) resetState() {
 	c.release()
+	c.stopTracking()
 	c.db, c.name, c.proto = c.s.db0, "", 2
 	c.setFlag(clientNoEvict, false)
 	c.setAuthed(!c.s.auth.required, "default")
@@ -256,21 +257,14 @@ func (c *client) clientCommand(cmd redcon.Command) {
 		default:
 			c.emitError("ERR syntax error")
 		}
-	case "getredir":
-		c.emitInt(-1)
-	case "trackinginfo":
-		c.emit(trackingOff)
+	case "tracking", "caching", "getredir", "trackinginfo":
+		c.clientTracking(sub, args)
 	case "pause", "unpause", "help":
 		c.forward(cmd.Raw)
-	case "tracking", "caching":
-		c.emitError("ERR cacheproxy: CLIENT " + strings.ToUpper(sub) + " is not supported through the proxy: the proxy caches and invalidates for its clients itself")
 	default: // REPLY, UNBLOCK, and whatever a newer Redis adds
 		c.emitError("ERR cacheproxy: CLIENT " + strings.ToUpper(sub) + " is not supported through the proxy")
 	}
 }
-
-// trackingOff is CLIENT TRACKINGINFO of a client without tracking.
-var trackingOff = []byte("*6\r\n$5\r\nflags\r\n*1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n")
 
 // validClientName applies Redis's rule: printable ASCII without spaces.
 func validClientName(b []byte) bool {

@@ -26,6 +26,7 @@ import (
 	"github.com/cacheproxy/cacheproxy/l1"
 	"github.com/cacheproxy/cacheproxy/policy"
 	"github.com/cacheproxy/cacheproxy/resp"
+	"github.com/cacheproxy/cacheproxy/tracking"
 	"github.com/cacheproxy/cacheproxy/upstream"
 )
 
@@ -55,7 +56,11 @@ type Options struct {
 	// need no AUTH. With Users but no RequirePass, the default user is off.
 	RequirePass string
 	Users       []User
-	Logger      *slog.Logger
+	// TrackingMaxKeys bounds the keys remembered for clients' CLIENT
+	// TRACKING, as Redis's tracking-table-max-keys; 0 means its default,
+	// tracking.DefaultMaxKeys, and -1 no bound.
+	TrackingMaxKeys int
+	Logger          *slog.Logger
 }
 
 // Server serves clients until Close.
@@ -71,8 +76,9 @@ type Server struct {
 	log     *slog.Logger
 
 	auth       *authConfig
-	reg        registry  // every client, for CLIENT LIST/KILL and Close
-	idle       idleConns // dedicated connections to use again
+	track      *tracking.Table // clients' CLIENT TRACKING (tracking.go)
+	reg        registry        // every client, for CLIENT LIST/KILL and Close
+	idle       idleConns       // dedicated connections to use again
 	policies   atomic.Pointer[policyState]
 	policyMu   sync.Mutex    // serialises policy changes (reloads, CACHEPROXY FLUSH)
 	nextTag    atomic.Uint64 // the last l1.View tag handed to a policy
@@ -139,6 +145,17 @@ func New(o Options) (*Server, error) {
 		log:        o.Logger,
 		ctx:        ctx,
 		cancel:     cancel,
+	}
+	maxKeys := o.TrackingMaxKeys
+	switch {
+	case maxKeys == 0:
+		maxKeys = tracking.DefaultMaxKeys
+	case maxKeys < 0:
+		maxKeys = 0
+	}
+	if s.track, err = tracking.New(tracking.Config{Sink: trackingSink{s}, MaxKeys: maxKeys}); err != nil {
+		cancel()
+		return nil, err
 	}
 	if _, err := s.SetPolicies(o.Policies); err != nil {
 		cancel()
@@ -262,6 +279,7 @@ func (s *Server) closed(conn redcon.Conn, _ error) {
 // forget releases what a client held once its connection has ended.
 func (s *Server) forget(c *client) {
 	c.storeFills()
+	c.stopTracking()
 	c.release()
 	s.reg.remove(c)
 	s.clients.Add(-1)
@@ -272,6 +290,7 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 	c := conn.Context().(*client)
 	// Take the rest of what the client pipelined, so that it travels upstream
 	// as one batch and the replies go back in one write.
+	c.cc.busy.Store(true) // invalidations wait for this batch's replies
 	c.cmds = append(c.cmds[:0], cmd)
 	c.cmds = append(c.cmds, conn.ReadPipeline()...)
 	c.run()

@@ -228,6 +228,7 @@ func (c *client) detachedCommand(cmd redcon.Command) {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	c.cc.busy.Store(true)
 	c.command(cmd)
 	if c.conn != nil {
 		c.flush()

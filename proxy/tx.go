@@ -363,13 +363,18 @@ func (p *idleConns) close() {
 // command whose keys cannot all be found flushes its database.
 func (c *client) invalidateWrite(db int, info *commands.Info, args [][]byte) {
 	m := c.s.metrics
+	// Tracking clients are told by key name alone, in no database, as
+	// Redis tells them.
+	track := c.s.track
 	switch info.Name {
 	case "flushdb":
 		c.s.cache.FlushDB(db)
+		track.FlushAll()
 		m.inv.flush.Inc()
 		return
 	case "flushall":
 		c.s.cache.FlushAll()
+		track.FlushAll()
 		m.inv.flush.Inc()
 		return
 	case "swapdb":
@@ -378,6 +383,7 @@ func (c *client) invalidateWrite(db int, info *commands.Info, args [][]byte) {
 				c.s.cache.FlushDB(n)
 			}
 		}
+		track.FlushAll()
 		m.inv.flush.Inc()
 		return
 	case "move":
@@ -399,12 +405,14 @@ func (c *client) invalidateWrite(db int, info *commands.Info, args [][]byte) {
 	keys, complete := info.Keys(args, c.keys[:0])
 	for _, k := range keys {
 		c.s.cache.Invalidate(db, k)
+		track.Invalidate(k, c.id)
 		m.inv.write.Inc()
 	}
 	clear(keys)
 	c.keys = keys[:0]
 	if !complete {
 		c.s.cache.FlushDB(db)
+		track.FlushAll()
 		m.inv.flush.Inc()
 	}
 }

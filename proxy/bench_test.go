@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/tidwall/redcon"
 )
 
@@ -29,12 +30,12 @@ func command(args ...string) redcon.Command {
 }
 
 // BenchmarkHitPath measures the proxy's own work for an L1 hit: routing, policy
-// lookup, L1 get and the reply write, for GET, HGET and an MGET of 10 keys.
-// redcon's parsing is not included; it allocates per command on its own.
+// lookup, L1 get and the reply write, for GET, HGET and an MGET of 10 keys, in
+// each protocol. redcon's parsing is not included; it allocates per command on
+// its own.
 func BenchmarkHitPath(b *testing.B) {
 	e := startEnv(b, envOptions{})
 	e.waitSubscribed()
-	c := e.client(0)
 	keys := make([]string, 10)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("user:%d", i)
@@ -42,38 +43,46 @@ func BenchmarkHitPath(b *testing.B) {
 	}
 	e.direct.HSet(bg, "user:h", "f", "v")
 	mget := append([]string{"MGET"}, keys...)
-	for _, tc := range []struct {
-		name string
-		args []string
-	}{
-		{"GET", []string{"GET", "user:1"}},
-		{"HGET", []string{"HGET", "user:h", "f"}},
-		{"MGET10", mget},
-	} {
-		b.Run(tc.name, func(b *testing.B) {
-			cmd := command(tc.args...)
-			// Warm the L1 through a real client and let the fills settle.
-			argsAny := make([]any, len(tc.args))
-			for i, a := range tc.args {
-				argsAny[i] = a
-			}
-			for i := 0; i < 3; i++ {
-				c.Do(bg, argsAny...)
-				e.cache.Wait()
-			}
-			b.RunParallel(func(pb *testing.PB) {
-				sink := &sinkConn{}
-				cl := &client{s: e.srv, conn: sink}
-				cl.authed = true
-				misses := e.counter("cacheproxy_l1_misses_total", nil)
-				for pb.Next() {
-					cl.cmds = append(cl.cmds[:0], cmd)
-					cl.run()
-				}
-				if e.counter("cacheproxy_l1_misses_total", nil) != misses {
-					b.Error("the benchmark missed the L1")
-				}
-			})
-		})
+	for _, proto := range []int{2, 3} {
+		c := redis.NewClient(&redis.Options{Addr: e.addr, Protocol: proto})
+		b.Cleanup(func() { c.Close() })
+		for _, tc := range []struct {
+			name string
+			args []string
+		}{
+			{"GET", []string{"GET", "user:1"}},
+			{"HGET", []string{"HGET", "user:h", "f"}},
+			{"MGET10", mget},
+		} {
+			benchHit(b, e, c, proto, tc.name, tc.args)
+		}
 	}
+}
+
+func benchHit(b *testing.B, e *env, c *redis.Client, proto int, name string, args []string) {
+	b.Run(fmt.Sprintf("RESP%d/%s", proto, name), func(b *testing.B) {
+		cmd := command(args...)
+		// Warm the L1 through a real client and let the fills settle.
+		argsAny := make([]any, len(args))
+		for i, a := range args {
+			argsAny[i] = a
+		}
+		for i := 0; i < 3; i++ {
+			c.Do(bg, argsAny...)
+			e.cache.Wait()
+		}
+		b.RunParallel(func(pb *testing.PB) {
+			sink := &sinkConn{}
+			cl := &client{s: e.srv, conn: sink, proto: proto}
+			cl.authed = true
+			misses := e.counter("cacheproxy_l1_misses_total", nil)
+			for pb.Next() {
+				cl.cmds = append(cl.cmds[:0], cmd)
+				cl.run()
+			}
+			if e.counter("cacheproxy_l1_misses_total", nil) != misses {
+				b.Error("the benchmark missed the L1")
+			}
+		})
+	})
 }

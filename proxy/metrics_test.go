@@ -145,13 +145,13 @@ func BenchmarkHitPathCounted(b *testing.B) {
 	e.waitSubscribed()
 	e.direct.Set(bg, "user:1", "0123456789abcdef0123456789abcdef", 0)
 	for range 3 {
-		e.client(0).Get(bg, "user:1")
+		e.client(0).Get(bg, "user:1") // RESP3, as go-redis speaks by default
 		e.cache.Wait()
 	}
 	cmd := command("GET", "user:1")
 	for _, n := range []int{1, 16} {
 		b.Run(fmt.Sprintf("batch%d", n), func(b *testing.B) {
-			cl := &client{s: e.srv, conn: &sinkConn{}}
+			cl := &client{s: e.srv, conn: &sinkConn{}, proto: 3}
 			cl.authed = true
 			hits := e.counter("cacheproxy_l1_hits_total", nil)
 			for i := 0; i < b.N; i += n {

@@ -95,6 +95,11 @@ func (s *Server) appendProxyInfo(b []byte) []byte {
 	line("proxy_invalidations_write", int64(sum(m.inv.write)))
 	line("proxy_invalidations_keyspace", int64(sum(m.inv.keyspace)))
 	line("proxy_invalidations_flush", int64(sum(m.inv.flush)))
+	ts := s.track.Stats()
+	line("proxy_tracking_clients", ts.Clients)
+	line("proxy_tracking_total_keys", ts.Keys)
+	line("proxy_tracking_total_items", ts.Items)
+	line("proxy_tracking_total_prefixes", ts.Prefixes)
 	return b
 }
 

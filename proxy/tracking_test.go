@@ -194,4 +194,13 @@ func TestTrackingTableBounded(t *testing.T) {
 	if n := strings.Count(got, ">2\r\n$10\r\ninvalidate\r\n"); n != 10 {
 		t.Fatalf("%d invalidations for 20 keys read under a bound of 10: %q", n, got)
 	}
+	info, err := e.client(0).Info(bg, "proxy").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"proxy_tracking_clients:1\r\n", "proxy_tracking_total_keys:10\r\n"} {
+		if !strings.Contains(info, want) {
+			t.Errorf("INFO proxy lacks %q:\n%s", want, info)
+		}
+	}
 }

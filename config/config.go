@@ -94,6 +94,9 @@ type Policy struct {
 type Limits struct {
 	ProtoMaxBulkLen ByteSize `yaml:"proto_max_bulk_len"` // largest bulk string accepted, >= 1MiB as in Redis
 	MaxClients      int      `yaml:"max_clients"`        // >= 1
+	// TrackingTableMaxKeys bounds the keys remembered for clients' CLIENT
+	// TRACKING, as Redis's tracking-table-max-keys; 0: no bound.
+	TrackingTableMaxKeys int `yaml:"tracking_table_max_keys"` // >= 0
 }
 
 // Auth is who may use the proxy. Clients AUTH to the proxy, as to a Redis with
@@ -148,7 +151,7 @@ func Default() *Config {
 		Metrics:       "127.0.0.1:9180",
 		L1:            L1{MaxMemory: 256 * MiB},
 		PolicyList:    []Policy{{Prefix: "", TTL: 10 * time.Second}},
-		Limits:        Limits{ProtoMaxBulkLen: 512 * MiB, MaxClients: 10000},
+		Limits:        Limits{ProtoMaxBulkLen: 512 * MiB, MaxClients: 10000, TrackingTableMaxKeys: 1_000_000},
 		UpstreamConns: 2,
 		Invalidation: Invalidation{
 			Mode:           "keyspace",
@@ -271,6 +274,9 @@ func (c *Config) validate() []fieldError {
 	}
 	if c.Limits.MaxClients < 1 {
 		add("limits.max_clients", "%d must be at least 1 (e.g. 10000)", c.Limits.MaxClients)
+	}
+	if c.Limits.TrackingTableMaxKeys < 0 {
+		add("limits.tracking_table_max_keys", "%d must not be negative (0: no bound; Redis's default is 1000000)", c.Limits.TrackingTableMaxKeys)
 	}
 	errs = append(errs, c.validateAuth()...)
 	if c.UpstreamConns < 1 {

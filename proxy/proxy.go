@@ -57,8 +57,7 @@ type Options struct {
 	RequirePass string
 	Users       []User
 	// TrackingMaxKeys bounds the keys remembered for clients' CLIENT
-	// TRACKING, as Redis's tracking-table-max-keys; 0 means its default,
-	// tracking.DefaultMaxKeys, and -1 no bound.
+	// TRACKING, as Redis's tracking-table-max-keys; 0 means no bound.
 	TrackingMaxKeys int
 	Logger          *slog.Logger
 }
@@ -146,14 +145,7 @@ func New(o Options) (*Server, error) {
 		ctx:        ctx,
 		cancel:     cancel,
 	}
-	maxKeys := o.TrackingMaxKeys
-	switch {
-	case maxKeys == 0:
-		maxKeys = tracking.DefaultMaxKeys
-	case maxKeys < 0:
-		maxKeys = 0
-	}
-	if s.track, err = tracking.New(tracking.Config{Sink: trackingSink{s}, MaxKeys: maxKeys}); err != nil {
+	if s.track, err = tracking.New(tracking.Config{Sink: trackingSink{s}, MaxKeys: o.TrackingMaxKeys}); err != nil {
 		cancel()
 		return nil, err
 	}

@@ -167,20 +167,21 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 	limits := resp.DefaultLimits()
 	limits.MaxBulkLen = int64(cfg.Limits.ProtoMaxBulkLen)
 	srv, err := proxy.New(proxy.Options{
-		Upstream:    pool,
-		Upstream3:   pool3,
-		Commands:    table,
-		Cache:       def,
-		Pools:       named,
-		Policies:    pols,
-		Metrics:     metrics,
-		Limits:      limits,
-		Version:     info.version,
-		DefaultDB:   opts.DB,
-		MaxClients:  cfg.Limits.MaxClients,
-		RequirePass: cfg.Auth.RequirePass,
-		Users:       proxyUsers(cfg.Auth.Users),
-		Logger:      log,
+		Upstream:        pool,
+		Upstream3:       pool3,
+		Commands:        table,
+		Cache:           def,
+		Pools:           named,
+		Policies:        pols,
+		Metrics:         metrics,
+		Limits:          limits,
+		Version:         info.version,
+		DefaultDB:       opts.DB,
+		MaxClients:      cfg.Limits.MaxClients,
+		TrackingMaxKeys: cfg.Limits.TrackingTableMaxKeys,
+		RequirePass:     cfg.Auth.RequirePass,
+		Users:           proxyUsers(cfg.Auth.Users),
+		Logger:          log,
 	})
 	if err != nil {
 		return err

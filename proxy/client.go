@@ -157,9 +157,12 @@ func (c *client) command(cmd redcon.Command) {
 		c.forward(cmd.Raw)
 	case info.Name == "script|kill" || info.Name == "function|kill" || info.Name == "shutdown":
 		c.urgent(cmd, info)
-	case info.Flags.Has(commands.Blocking) || info.Name == "wait" || info.Name == "waitaof" || scripted(info):
+	case info.Flags.Has(commands.Blocking) || info.Name == "wait" || info.Name == "waitaof":
 		c.flush()
-		c.blocking(cmd)
+		c.blocking(cmd, info, true)
+	case scripted(info):
+		c.flush()
+		c.blocking(cmd, info, false)
 	case writes(info):
 		c.slots = append(c.slots, slot{kind: slotWrite, idx: c.batch.Add(cmd.Raw), info: info, args: args})
 		c.writes = true

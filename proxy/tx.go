@@ -228,24 +228,30 @@ func copyArgs(args [][]byte) [][]byte {
 	return out
 }
 
-// blocking runs a command that may block (BLPOP, XREAD BLOCK, WAIT) on a
-// connection of its own, so that it never holds up other clients' commands.
-// The client's later commands wait behind it, as on Redis.
-func (c *client) blocking(cmd redcon.Command) {
+// blocking runs a command that may block (BLPOP, XREAD BLOCK, WAIT) or run
+// long (a script) on a connection of its own, so that it never holds up other
+// clients' commands. The client's later commands wait behind it, as on Redis.
+// While a blocking command waits, the client is watched (flushWatched): one
+// that leaves frees the connection. A script is not: closing its connection
+// would not stop it.
+func (c *client) blocking(cmd redcon.Command, info *commands.Info, watch bool) {
 	conn, err := c.s.dedicated(c.db, c.proto)
 	if err != nil {
 		c.emitUpstreamError(err)
 		return
 	}
 	c.tx = &txState{conn: conn, db: c.db, connDB: c.db, proto: c.proto}
-	info := c.s.cmds.Lookup(cmd.Args)
 	idx := c.batch.Add(cmd.Raw)
-	if info != nil && writes(info) {
+	if writes(info) {
 		c.slots = append(c.slots, slot{kind: slotWrite, idx: idx, info: info, args: cmd.Args})
 	} else {
 		c.slots = append(c.slots, slot{kind: slotUp, idx: idx})
 	}
-	c.flushWatched(conn)
+	if watch {
+		c.flushWatched(conn)
+	} else {
+		c.flush()
+	}
 	tx := c.tx
 	c.tx = nil
 	tx.clean = true // a blocking command leaves no state once answered

@@ -2,6 +2,7 @@ package tracking
 
 import (
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"testing"
 )
@@ -37,15 +38,16 @@ func benchKeys(prefix string, n int) [][]byte {
 func BenchmarkRemember(b *testing.B) {
 	b.Run("again", func(b *testing.B) {
 		tbl := benchTable(b, DefaultMaxKeys)
+		clients := benchClients(b, tbl, 1024)
+		for id, ks := range clients {
+			tbl.Remember(id, ks)
+		}
 		var ids atomic.Int64
 		b.ReportAllocs()
+		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			id := ids.Add(1)
-			if err := tbl.Tracking(id, keys("on"), anyID); err != nil {
-				b.Error(err)
-				return
-			}
-			ks := benchKeys(fmt.Sprint("user", id), 1024)
+			ks := clients[id]
 			for i := 0; pb.Next(); i++ {
 				tbl.Remember(id, ks[i%len(ks):][:1])
 			}
@@ -54,20 +56,35 @@ func BenchmarkRemember(b *testing.B) {
 	b.Run("new", func(b *testing.B) {
 		const max = 100_000
 		tbl := benchTable(b, max)
+		clients := benchClients(b, tbl, 2*max)
+		for id, ks := range clients {
+			tbl.Remember(id, ks[max:]) // fills the table
+		}
 		var ids atomic.Int64
 		b.ReportAllocs()
+		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			id := ids.Add(1)
-			if err := tbl.Tracking(id, keys("on"), anyID); err != nil {
-				b.Error(err)
-				return
-			}
-			ks := benchKeys(fmt.Sprint("user", id), 2*max)
+			ks := clients[id]
 			for i := 0; pb.Next(); i++ {
 				tbl.Remember(id, ks[i%len(ks):][:1])
 			}
 		})
 	})
+}
+
+// benchClients turns tracking on for one client per goroutine of RunParallel,
+// ids from 1, and gives each n keys of its own.
+func benchClients(b *testing.B, tbl *Table, n int) map[int64][][]byte {
+	b.Helper()
+	clients := map[int64][][]byte{}
+	for id := range int64(runtime.GOMAXPROCS(0)) {
+		if err := tbl.Tracking(id+1, keys("on"), anyID); err != nil {
+			b.Fatal(err)
+		}
+		clients[id+1] = benchKeys(fmt.Sprint("user", id+1), n)
+	}
+	return clients
 }
 
 // BenchmarkInvalidateUntracked is the cost of a keyspace event for a key no
@@ -103,15 +120,13 @@ func BenchmarkInvalidateUntracked(b *testing.B) {
 // tracking client: a key entering the table and leaving it with its message.
 func BenchmarkRememberInvalidate(b *testing.B) {
 	tbl := benchTable(b, DefaultMaxKeys)
+	clients := benchClients(b, tbl, 1024)
 	var ids atomic.Int64
 	b.ReportAllocs()
+	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		id := ids.Add(1)
-		if err := tbl.Tracking(id, keys("on"), anyID); err != nil {
-			b.Error(err)
-			return
-		}
-		ks := benchKeys(fmt.Sprint("user", id), 1024)
+		ks := clients[id]
 		for i := 0; pb.Next(); i++ {
 			k := ks[i%len(ks):][:1]
 			tbl.Remember(id, k)

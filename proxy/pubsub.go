@@ -81,10 +81,10 @@ func pubsubAllowed(name string) bool {
 
 // subscribe handles the (P|S)SUBSCRIBE and (P|S)UNSUBSCRIBE family outside
 // MULTI. An UNSUBSCRIBE of a client that is not subscribed changes nothing and
-// is forwarded like any command.
+// is answered here (unsubscribed).
 func (c *client) subscribe(rt *routeInfo, cmd redcon.Command) {
 	if c.ps == nil && strings.HasSuffix(rt.name, "unsubscribe") {
-		c.forward(cmd.Raw)
+		c.unsubscribed(rt.name, cmd.Args[1:])
 		return
 	}
 	c.flush() // earlier replies first

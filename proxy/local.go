@@ -74,6 +74,8 @@ func (c *client) local(rt *routeInfo, cmd redcon.Command) {
 		c.beginTx(cmd)
 	case "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe":
 		c.subscribe(rt, cmd)
+	case "monitor":
+		c.startMonitor(cmd)
 	case "info":
 		c.info(cmd)
 	case "config":
@@ -84,8 +86,8 @@ func (c *client) local(rt *routeInfo, cmd redcon.Command) {
 }
 
 // refusal is the error for commands that cannot work through a proxy: they
-// would act on the proxy's shared upstream connections, or make one a replica
-// or monitor stream, rather than serve the client.
+// would act on the proxy's shared upstream connections, or make one a replica,
+// rather than serve the client.
 func refusal(name []byte) string {
 	return "ERR cacheproxy: " + strings.ToUpper(string(name)) + " is not supported through the proxy; connect to Redis directly for it"
 }

@@ -145,7 +145,12 @@ func (c *client) detach(cmd redcon.Command) {
 // client's commands until either side closes, then releases everything.
 func (c *client) serveDetached() {
 	c.conn = c.dconn
-	go c.ps.pump(c) // waited for below
+	if c.ps != nil {
+		go c.ps.pump(c) // waited for below
+	}
+	if c.mon != nil {
+		go c.mon.pump(c) // waited for below
+	}
 	for c.conn != nil {
 		cmd, err := c.next()
 		if err != nil {
@@ -162,6 +167,9 @@ func (c *client) serveDetached() {
 	if c.ps != nil {
 		c.ps.up.Close()
 		<-c.ps.done
+	}
+	if c.mon != nil {
+		c.mon.stop()
 	}
 	c.cc.Close()
 	c.s.forget(c)
@@ -180,6 +188,9 @@ func (c *client) next() (redcon.Command, error) {
 
 // detachedCommand runs one command of a detached client.
 func (c *client) detachedCommand(cmd redcon.Command) {
+	if c.mon != nil && c.monitorCommand(cmd) {
+		return
+	}
 	if ps := c.ps; ps != nil {
 		name := strings.ToLower(string(cmd.Args[0]))
 		if pubsubAllowed(name) {

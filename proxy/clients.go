@@ -37,6 +37,7 @@ type clientExt struct {
 	// starting with rest: what it pipelined after the command that detached
 	// it. wmu serialises writes to dconn: the pump's and the client's own.
 	ps    *pubsub
+	mon   *monitorSession // non-nil in monitor mode (monitor.go), detached too
 	dconn redcon.DetachedConn
 	rest  []redcon.Command
 	wmu   sync.Mutex
@@ -53,6 +54,7 @@ const (
 	clientBlocked
 	clientPubSub
 	clientNoEvict
+	clientMonitor
 )
 
 // publish makes the client's name, user and db visible to CLIENT LIST.
@@ -202,6 +204,9 @@ func clientLine(b []byte, c *client, now time.Time) []byte {
 // flagLetters spells flags as Redis does, in Redis's order.
 func flagLetters(f uint32, tr tracking.Info) string {
 	s := ""
+	if f&clientMonitor != 0 {
+		s += "O"
+	}
 	if f&clientPubSub != 0 {
 		s += "P"
 	}

@@ -75,6 +75,8 @@ func (c *client) local(rt *routeInfo, cmd redcon.Command) {
 		c.beginTx(cmd)
 	case "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe":
 		c.subscribe(rt, cmd)
+	case "monitor":
+		c.startMonitor(cmd)
 	case "info":
 		c.info(cmd)
 	case "config":
@@ -85,8 +87,8 @@ func (c *client) local(rt *routeInfo, cmd redcon.Command) {
 }
 
 // refusal is the error for commands that cannot work through a proxy: they
-// would act on the proxy's shared upstream connections, or make one a replica
-// or monitor stream, rather than serve the client.
+// would act on the proxy's shared upstream connections, or make one a replica,
+// rather than serve the client.
 func refusal(name []byte) string {
 	return "ERR cacheproxy: " + strings.ToUpper(string(name)) + " is not supported through the proxy; connect to Redis directly for it"
 }
@@ -141,9 +143,10 @@ func (c *client) hello(args [][]byte) {
 		}
 		proto = int(ver)
 	}
-	if proto != c.proto && c.ps != nil {
-		// The subscribed upstream connection would go on in the old one.
-		c.emitError("ERR cacheproxy: HELLO cannot change the protocol of a connection with subscriptions through the proxy; RESET or unsubscribe first")
+	if proto != c.proto && (c.ps != nil || c.mon != nil) {
+		// The subscribed or monitoring upstream connection would go on in
+		// the old one.
+		c.emitError("ERR cacheproxy: HELLO cannot change the protocol of a subscribed or monitoring connection through the proxy; RESET or unsubscribe first")
 		return
 	}
 	var user, pass, name []byte

@@ -254,12 +254,18 @@ func (s *Server) accept(conn redcon.Conn) bool {
 }
 
 // closed runs when redcon lets go of a connection: it has closed, or the
-// client subscribed and detached, and now runs on goroutines of its own.
+// client subscribed or monitors and detached, and now runs on goroutines of
+// its own.
 func (s *Server) closed(conn redcon.Conn, _ error) {
 	c := conn.Context().(*client)
 	if c.dconn != nil {
 		if !s.reg.goSession(c.serveDetached) {
-			c.ps.up.Close()
+			if c.ps != nil {
+				c.ps.up.Close()
+			}
+			if c.mon != nil {
+				c.mon.up.Close()
+			}
 			c.cc.Close()
 			s.forget(c)
 		}

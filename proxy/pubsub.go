@@ -90,10 +90,10 @@ func pubsubAllowed(name string) bool {
 
 // subscribe handles the (P|S)SUBSCRIBE and (P|S)UNSUBSCRIBE family outside
 // MULTI. An UNSUBSCRIBE of a client that is not subscribed changes nothing and
-// is forwarded like any command.
+// is answered here (unsubscribed).
 func (c *client) subscribe(rt *routeInfo, cmd redcon.Command) {
 	if c.ps == nil && strings.HasSuffix(rt.name, "unsubscribe") {
-		c.forward(cmd.Raw)
+		c.unsubscribed(rt.name, cmd.Args[1:])
 		return
 	}
 	c.flush() // earlier replies first
@@ -154,7 +154,12 @@ func (c *client) detach(cmd redcon.Command) {
 // client's commands until either side closes, then releases everything.
 func (c *client) serveDetached() {
 	c.conn = c.dconn
-	go c.ps.pump(c) // waited for below
+	if c.ps != nil {
+		go c.ps.pump(c) // waited for below
+	}
+	if c.mon != nil {
+		go c.mon.pump(c) // waited for below
+	}
 	for c.conn != nil {
 		cmd, err := c.next()
 		if err != nil {
@@ -171,6 +176,9 @@ func (c *client) serveDetached() {
 	if c.ps != nil {
 		c.ps.up.Close()
 		<-c.ps.done
+	}
+	if c.mon != nil {
+		c.mon.stop()
 	}
 	c.cc.Close()
 	c.s.forget(c)
@@ -189,6 +197,9 @@ func (c *client) next() (redcon.Command, error) {
 
 // detachedCommand runs one command of a detached client.
 func (c *client) detachedCommand(cmd redcon.Command) {
+	if c.mon != nil && c.monitorCommand(cmd) {
+		return
+	}
 	if ps := c.ps; ps != nil {
 		name := strings.ToLower(string(cmd.Args[0]))
 		if pubsubAllowed(name) {

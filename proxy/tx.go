@@ -137,13 +137,18 @@ func (c *client) txCommand(cmd redcon.Command) {
 
 // queueRefused lists what the proxy will not queue inside MULTI: commands
 // that would change the upstream connection's own state (its subscriptions,
-// user, name, protocol) where Redis would change the client's, and
-// notify-keyspace-events changes the cache cannot live with.
+// user, name, protocol) where Redis would change the client's,
+// notify-keyspace-events changes the cache cannot live with, and the
+// UNSUBSCRIBE family naming several channels: Redis 7.0 puts a reply per
+// channel in EXEC's array without counting them, and the extra ones would
+// answer the connection's next commands, another client's perhaps.
 func queueRefused(name string, args [][]byte) bool {
 	switch name {
 	case "subscribe", "psubscribe", "ssubscribe", "auth", "hello", "client",
 		"monitor", "sync", "psync", "replconf":
 		return true
+	case "unsubscribe", "punsubscribe", "sunsubscribe":
+		return len(args) > 2
 	case "config":
 		for i := 2; i+1 < len(args); i += 2 {
 			if strings.EqualFold(string(args[i]), "notify-keyspace-events") && !invalidation.KeyspaceEventsSufficient(string(args[i+1])) {

@@ -159,17 +159,31 @@ func cached(t *testing.T, r *redistest.Server, c *redis.Client, key string) bool
 
 func policyTTL(t *testing.T, c *redis.Client, key string) string {
 	t.Helper()
-	v, err := c.Do(bg, "CACHEPROXY", "POLICY", key).Slice()
+	v, err := c.Do(bg, "CACHEPROXY", "POLICY", key).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i+1 < len(v); i += 2 {
-		if v[i] == "ttl" {
-			return v[i+1].(string)
+	ttl, ok := asMap(v)["ttl"].(string)
+	if !ok {
+		t.Fatalf("POLICY reply %v has no ttl", v)
+	}
+	return ttl
+}
+
+// asMap reads a CACHEPROXY reply: a map in RESP3, pairs in RESP2.
+func asMap(v any) map[string]any {
+	m := map[string]any{}
+	switch v := v.(type) {
+	case map[any]any:
+		for k, x := range v {
+			m[k.(string)] = x
+		}
+	case []any:
+		for i := 0; i+1 < len(v); i += 2 {
+			m[v[i].(string)] = v[i+1]
 		}
 	}
-	t.Fatalf("POLICY reply %v has no ttl", v)
-	return ""
+	return m
 }
 
 // TestReloadOnFileChange: a changed file is applied within config_poll; the
@@ -517,29 +531,24 @@ policies:
 // poolStats reads CACHEPROXY STATS's pools.
 func poolStats(t *testing.T, c *redis.Client) map[string]map[string]int64 {
 	t.Helper()
-	v, err := c.Do(bg, "CACHEPROXY", "STATS").Slice()
+	v, err := c.Do(bg, "CACHEPROXY", "STATS").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]map[string]int64{}
-	for i := 0; i+1 < len(v); i += 2 {
-		if v[i] != "pools" {
-			continue
-		}
-		for _, pool := range v[i+1].([]any) {
-			kv := pool.([]any)
-			m := map[string]int64{}
-			name := ""
-			for j := 0; j+1 < len(kv); j += 2 {
-				switch x := kv[j+1].(type) {
-				case int64:
-					m[kv[j].(string)] = x
-				case string:
-					name = x
-				}
+	pools, _ := asMap(v)["pools"].([]any)
+	for _, pool := range pools {
+		m := map[string]int64{}
+		name := ""
+		for k, x := range asMap(pool) {
+			switch x := x.(type) {
+			case int64:
+				m[k] = x
+			case string:
+				name = x
 			}
-			out[name] = m
 		}
+		out[name] = m
 	}
 	return out
 }

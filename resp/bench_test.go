@@ -46,7 +46,9 @@ func BenchmarkGuard(b *testing.B) {
 }
 
 // BenchmarkReplyScanner measures finding the end of a 100 MB reply arriving
-// 4 KiB at a time, and of an MGET reply of 100 values.
+// 4 KiB at a time, of an MGET reply of 100 values, of a RESP3 HGETALL reply
+// of 50 fields, and of the arrays 8000 deep Redis sends for a Lua table that
+// holds itself.
 func BenchmarkReplyScanner(b *testing.B) {
 	big := []byte("$" + fmt.Sprint(100<<20) + "\r\n" + strings.Repeat("x", 100<<20) + "\r\n")
 	var mget strings.Builder
@@ -54,6 +56,12 @@ func BenchmarkReplyScanner(b *testing.B) {
 	for range 100 {
 		mget.WriteString("$32\r\n" + strings.Repeat("v", 32) + "\r\n")
 	}
+	var hgetall strings.Builder
+	hgetall.WriteString("%50\r\n")
+	for i := range 50 {
+		fmt.Fprintf(&hgetall, "$8\r\nfield:%02d\r\n$32\r\n%s\r\n", i, strings.Repeat("v", 32))
+	}
+	lua := strings.Repeat("*1\r\n", 8000) + "-ERR reached lua stack limit\r\n"
 	for _, bc := range []struct {
 		name  string
 		reply []byte
@@ -61,6 +69,8 @@ func BenchmarkReplyScanner(b *testing.B) {
 	}{
 		{"100MB-bulk-4KiB-reads", big, 4096},
 		{"mget-100", []byte(mget.String()), len(mget.String())},
+		{"hgetall-resp3-50", []byte(hgetall.String()), len(hgetall.String())},
+		{"lua-8000-deep", []byte(lua), len(lua)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			var s ReplyScanner

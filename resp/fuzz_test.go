@@ -62,7 +62,7 @@ func FuzzGuard(f *testing.F) {
 }
 
 func FuzzReplyScanner(f *testing.F) {
-	for i, s := range replySeeds {
+	for i, s := range slices.Concat(replySeeds, replyIncomplete, replyMalformed) {
 		f.Add([]byte(s), uint8(i))
 	}
 	f.Fuzz(func(t *testing.T, in []byte, step uint8) {
@@ -71,6 +71,18 @@ func FuzzReplyScanner(f *testing.F) {
 		n, err := s.Scan(in)
 		if n != rn || (err != nil) != bad || (n == 0 && err == nil) != more {
 			t.Fatalf("Scan(%q) = %d, %v; reference %d, more=%v, bad=%v", in, n, err, rn, more, bad)
+		}
+		if n > len(in) {
+			t.Fatalf("Scan(%q) = %d, more than its %d bytes", in, n, len(in))
+		}
+		// A reply is complete at its last byte and not before.
+		if n > 0 {
+			if pn, perr := ReplyLen(in[:n-1]); pn != 0 || perr != nil {
+				t.Fatalf("ReplyLen(%q) = %d, %v; want 0, nil: Scan(%q) = %d", in[:n-1], pn, perr, in, n)
+			}
+			if pn, perr := ReplyLen(in[:n]); pn != n || perr != nil {
+				t.Fatalf("ReplyLen(%q) = %d, %v; want %d", in[:n], pn, perr, n)
+			}
 		}
 		var g ReplyScanner
 		if gn, gerr := scanGrowing(&g, in, 1+int(step)); gn != n || (gerr != nil) != (err != nil) {

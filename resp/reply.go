@@ -19,12 +19,12 @@ const keptStack = 1024
 // interpreting any. It remembers how far it got, so a reply of any size costs
 // time linear in its bytes however it is split, and it keeps the remaining
 // element counts of open aggregates in an explicit stack rather than
-// recursing. It follows any depth, because Redis sends any depth: a Lua script
-// that returns a table holding itself gets arrays nested some 8000 deep, then
-// an error. The stack costs 8 bytes a level, and a level at least 4 bytes of
-// reply.
-// The zero value is ready to use; it does not allocate for replies nested up
-// to 8 deep.
+// recursing. The zero value is ready to use; it does not allocate for replies
+// nested up to 8 deep.
+//
+// It follows any depth, because Redis sends any depth: a Lua script that
+// returns a table holding itself gets arrays nested some 8000 deep, then an
+// error. Each level costs the stack 8 bytes, and the reply at least 4.
 //
 // An attribute ("|") and the reply it annotates count as one element, or one
 // reply at top level. Streamed strings and aggregates ("$?", "*?") are refused:
@@ -67,7 +67,7 @@ func (s *ReplyScanner) Scan(b []byte) (int, error) {
 			if s.pos >= len(b) {
 				return 0, nil
 			}
-			if replyTypes[b[s.pos]] == "" {
+			if replyKinds[b[s.pos]] == notReply {
 				return s.fail("unexpected byte %q at offset %d", b[s.pos], s.pos)
 			}
 			s.line, s.inLine = s.pos, true
@@ -85,10 +85,10 @@ func (s *ReplyScanner) Scan(b []byte) (int, error) {
 		content := b[s.line+1 : nl-1]
 		typ := b[s.line]
 		s.pos, s.inLine = nl+1, false
-		switch typ {
-		case '$', '!', '=':
-			n, ok := blobLen(typ, content)
-			if !ok {
+		switch replyKinds[typ] {
+		case blobReply:
+			n, ok := parseLL(content)
+			if !ok || !blobLenOK(typ, n) {
 				return s.failLength(typ, content)
 			}
 			if n >= 0 {
@@ -98,8 +98,11 @@ func (s *ReplyScanner) Scan(b []byte) (int, error) {
 				}
 				continue
 			}
-		case '*', '%', '~', '>', '|':
-			n, ok := aggregateElems(typ, content)
+		case aggregateReply:
+			n, ok := parseLL(content)
+			if ok {
+				n, ok = aggregateElems(typ, n)
+			}
 			if !ok {
 				return s.failLength(typ, content)
 			}
@@ -136,8 +139,8 @@ func (s *ReplyScanner) push(n int64) {
 	s.depth++
 }
 
-// elemDone counts one finished element against the open arrays, closing every
-// array it completes, and reports whether the whole reply is complete.
+// elemDone counts one finished element against the open aggregates, closing
+// every one it completes, and reports whether the whole reply is complete.
 func (s *ReplyScanner) elemDone() bool {
 	for s.depth > 0 {
 		var left *int64
@@ -202,20 +205,17 @@ func ArrayElems(reply []byte, dst [][]byte) ([][]byte, bool) {
 			return dst, false
 		}
 		start, typ := pos, reply[pos]
-		switch typ {
-		case '*', '%', '~', '>', '|':
-			return dst, false
-		}
-		if replyTypes[typ] == "" {
+		kind := replyKinds[typ]
+		if kind == notReply || kind == aggregateReply {
 			return dst, false
 		}
 		if content, pos, ok = replyLine(reply, pos); !ok {
 			return dst, false
 		}
-		switch typ {
-		case '$', '!', '=':
-			l, ok := blobLen(typ, content)
-			if !ok {
+		switch kind {
+		case blobReply:
+			l, ok := parseLL(content)
+			if !ok || !blobLenOK(typ, l) {
 				return dst, false
 			}
 			if l >= 0 {
@@ -249,46 +249,54 @@ func replyLine(b []byte, at int) ([]byte, int, bool) {
 	return b[at+1 : nl-1], nl + 1, true
 }
 
-// replyTypes names the types of RESP2 and RESP3 replies by their first byte;
-// a byte with no name starts no reply.
+// Kinds of reply, by how they are framed.
+const (
+	notReply       = iota
+	lineReply      // one line
+	blobReply      // a line with a length, then a body of that length and CRLF
+	aggregateReply // a line with a count, then that many elements
+)
+
+// replyKinds classifies the first byte of a reply.
+var replyKinds = [256]uint8{
+	'+': lineReply, '-': lineReply, ':': lineReply, '_': lineReply, ',': lineReply, '#': lineReply, '(': lineReply,
+	'$': blobReply, '!': blobReply, '=': blobReply,
+	'*': aggregateReply, '%': aggregateReply, '~': aggregateReply, '>': aggregateReply, '|': aggregateReply,
+}
+
+// replyTypes names the types of reply by their first byte, for errors.
 var replyTypes = [256]string{
 	'+': "simple string", '-': "error", ':': "integer", '$': "bulk string", '*': "array",
 	'_': "null", ',': "double", '#': "boolean", '(': "big number", '!': "blob error",
 	'=': "verbatim string", '%': "map", '~': "set", '>': "push", '|': "attribute",
 }
 
-// blobLen returns the length of the body that follows the header of a bulk
+// blobLenOK reports whether n is a valid length for the body of a bulk
 // string, blob error or verbatim string, or -1 for a null bulk string (the
 // only one of the three with a null form).
-func blobLen(typ byte, content []byte) (int64, bool) {
-	n, ok := parseLL(content)
+func blobLenOK(typ byte, n int64) bool {
 	switch {
-	case !ok || n > maxReplyBulk:
-		return 0, false
 	case n == -1:
-		return n, typ == '$'
+		return typ == '$'
 	case typ == '=':
-		return n, n >= 4 // the 3-byte format and its ':'
+		return n >= 4 && n <= maxReplyBulk // the 3-byte format and its ':', then the text
 	}
-	return n, n >= 0
+	return n >= 0 && n <= maxReplyBulk
 }
 
-// aggregateElems returns how many elements follow the header of an aggregate,
-// counting each map or attribute pair as two. An attribute is followed by the
-// reply it annotates, which it counts as one more element, so that the two
-// complete together.
-func aggregateElems(typ byte, content []byte) (int64, bool) {
-	n, ok := parseLL(content)
+// aggregateElems returns how many elements follow the header of an aggregate
+// of length n, counting each map or attribute pair as two. An attribute is
+// followed by the reply it annotates, which it counts as one more element, so
+// that the two complete together.
+func aggregateElems(typ byte, n int64) (int64, bool) {
 	switch {
-	case !ok || n < -1:
+	case n < -1:
 		return 0, false
 	case n == -1:
 		return 0, typ == '*' // RESP2's null array
-	}
-	switch typ {
-	case '%':
+	case typ == '%':
 		return 2 * n, n <= math.MaxInt64/2
-	case '|':
+	case typ == '|':
 		return 2*n + 1, n <= math.MaxInt64/2
 	}
 	return n, true
@@ -313,9 +321,9 @@ func scalarOK(typ byte, content []byte) bool {
 }
 
 // validDouble reports whether s is a RESP3 double: a decimal number with an
-// optional fraction and exponent (C's "%.17g", which Redis uses, prints
-// nothing else), or inf or nan, each with an optional sign (glibc prints
-// "-nan" for a NaN whose sign bit is set).
+// optional fraction and exponent (all that C's "%.17g", which Redis uses,
+// prints for a finite number), or inf or nan, each with an optional sign
+// (glibc prints "-nan" for a NaN whose sign bit is set).
 func validDouble(s []byte) bool {
 	if len(s) > 0 && (s[0] == '-' || s[0] == '+') {
 		s = s[1:]

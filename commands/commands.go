@@ -8,6 +8,8 @@
 // sends a command to Redis except the one-off COMMAND in Load.
 package commands
 
+import "github.com/cacheproxy/cacheproxy/internal/ascii"
+
 // Flags is the set of command flags Redis reports in COMMAND. Flags Redis
 // reports that are not listed here are ignored.
 type Flags uint32
@@ -118,7 +120,7 @@ func (t *Table) find(m map[string]*Info, name []byte) *Info {
 	}
 	if len(name) > stackName {
 		for k, info := range m {
-			if equalFold(name, k) {
+			if ascii.EqualFold(name, k) {
 				return info
 			}
 		}
@@ -132,24 +134,4 @@ func (t *Table) find(m map[string]*Info, name []byte) *Info {
 		buf[i] = c
 	}
 	return m[string(buf[:len(name)])]
-}
-
-// equalFold compares ASCII case-insensitively, as Redis's strcasecmp does.
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range len(b) {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }

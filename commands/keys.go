@@ -1,6 +1,10 @@
 package commands
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/cacheproxy/cacheproxy/internal/ascii"
+)
 
 // keySpec is one Redis 7 key specification: begin_search finds where the keys
 // start, find_keys says how many follow. The zero value is an unknown spec.
@@ -131,7 +135,7 @@ func (s *keySpec) search(args [][]byte) int {
 	argc := len(args)
 	if s.startfrom > 0 {
 		for j := s.startfrom; j < argc-1; j++ {
-			if equalFold(args[j], s.keyword) {
+			if ascii.EqualFold(args[j], s.keyword) {
 				return j + 1
 			}
 		}
@@ -142,7 +146,7 @@ func (s *keySpec) search(args [][]byte) int {
 		return 0
 	}
 	for j := start; j > 1; j-- {
-		if equalFold(args[j], s.keyword) {
+		if ascii.EqualFold(args[j], s.keyword) {
 			return j + 1
 		}
 	}
@@ -204,13 +208,13 @@ func sortKeys(args, dst [][]byte, store bool) ([][]byte, bool) {
 	for j := 2; j < len(args); j++ {
 		left := len(args) - j - 1
 		switch a := args[j]; {
-		case equalFold(a, "asc"), equalFold(a, "desc"), equalFold(a, "alpha"):
-		case equalFold(a, "limit") && left >= 2:
+		case ascii.EqualFold(a, "asc"), ascii.EqualFold(a, "desc"), ascii.EqualFold(a, "alpha"):
+		case ascii.EqualFold(a, "limit") && left >= 2:
 			j += 2
-		case store && equalFold(a, "store") && left >= 1:
+		case store && ascii.EqualFold(a, "store") && left >= 1:
 			j++
 			dest = args[j] // the last STORE wins, as in SORT itself
-		case (equalFold(a, "by") || equalFold(a, "get")) && left >= 1:
+		case (ascii.EqualFold(a, "by") || ascii.EqualFold(a, "get")) && left >= 1:
 			j++
 			if bytes.IndexByte(args[j], '*') >= 0 {
 				complete = false
@@ -241,12 +245,12 @@ func migrateKeys(args, dst [][]byte) ([][]byte, bool) {
 	for j := 6; j < len(args); j++ {
 		more := len(args) - 1 - j
 		switch a := args[j]; {
-		case equalFold(a, "copy"), equalFold(a, "replace"):
-		case equalFold(a, "auth") && more >= 1:
+		case ascii.EqualFold(a, "copy"), ascii.EqualFold(a, "replace"):
+		case ascii.EqualFold(a, "auth") && more >= 1:
 			j++
-		case equalFold(a, "auth2") && more >= 2:
+		case ascii.EqualFold(a, "auth2") && more >= 2:
 			j += 2
-		case equalFold(a, "keys"):
+		case ascii.EqualFold(a, "keys"):
 			if len(args[3]) != 0 {
 				return dst, false // refused: KEYS needs an empty key argument
 			}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"slices"
 	"strings"
+
+	"github.com/cacheproxy/cacheproxy/internal/ascii"
 )
 
 // The errors of CLIENT TRACKING and CLIENT CACHING, worded as Redis 7.0 words
@@ -45,7 +47,7 @@ func (t *Table) Tracking(id int64, args [][]byte, exists func(id int64) bool) er
 	for j := 1; j < len(args); j++ {
 		more := j < len(args)-1
 		switch opt := args[j]; {
-		case equalFold(opt, "redirect") && more:
+		case ascii.EqualFold(opt, "redirect") && more:
 			j++
 			if redirect != 0 {
 				return errOneRedirect
@@ -58,15 +60,15 @@ func (t *Table) Tracking(id int64, args [][]byte, exists func(id int64) bool) er
 				return errNoRedirect
 			}
 			redirect = n
-		case equalFold(opt, "bcast"):
+		case ascii.EqualFold(opt, "bcast"):
 			bcast = true
-		case equalFold(opt, "optin"):
+		case ascii.EqualFold(opt, "optin"):
 			optin = true
-		case equalFold(opt, "optout"):
+		case ascii.EqualFold(opt, "optout"):
 			optout = true
-		case equalFold(opt, "noloop"):
+		case ascii.EqualFold(opt, "noloop"):
 			noloop = true
-		case equalFold(opt, "prefix") && more:
+		case ascii.EqualFold(opt, "prefix") && more:
 			j++
 			prefixes = append(prefixes, string(args[j]))
 		default:
@@ -77,10 +79,10 @@ func (t *Table) Tracking(id int64, args [][]byte, exists func(id int64) bool) er
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch {
-	case equalFold(args[0], "off"):
+	case ascii.EqualFold(args[0], "off"):
 		t.disable(id)
 		return nil
-	case !equalFold(args[0], "on"):
+	case !ascii.EqualFold(args[0], "on"):
 		return errSyntax
 	}
 
@@ -191,11 +193,11 @@ func (t *Table) Caching(id int64, args [][]byte) error {
 		return errCachingOff
 	}
 	switch {
-	case equalFold(args[0], "yes"):
+	case ascii.EqualFold(args[0], "yes"):
 		if !m.optin {
 			return errCachingYes
 		}
-	case equalFold(args[0], "no"):
+	case ascii.EqualFold(args[0], "no"):
 		if !m.optout {
 			return errCachingNo
 		}
@@ -204,27 +206,6 @@ func (t *Table) Caching(id int64, args [][]byte) error {
 	}
 	c.caching.Store(true)
 	return nil
-}
-
-// equalFold is strcasecmp's equality: ASCII letters only, unlike
-// bytes.EqualFold, for which "bcaſt" is "bcast".
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range len(b) {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // parseInt accepts what Redis's string2ll does: an optional minus, no plus,

@@ -21,6 +21,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cacheproxy/cacheproxy/sentinel"
+
 	"github.com/cacheproxy/cacheproxy/policy"
 )
 
@@ -28,7 +30,7 @@ import (
 // key written with no value (listen:) also keeps its default.
 type Config struct {
 	Listen   string `yaml:"listen"`   // client address, host:port; port 0 picks a free one
-	Upstream string `yaml:"upstream"` // redis://[user:pass@]host:port[/db], as go-redis's ParseURL reads it
+	Upstream string `yaml:"upstream"` // redis://[user:pass@]host:port[/db], as go-redis's ParseURL reads it, or redis-sentinel:// (see sentinel.ParseURL)
 	Metrics  string `yaml:"metrics"`  // Prometheus address, host:port; "" serves no metrics
 	L1       L1     `yaml:"l1"`
 	// PolicyList replaces the default list when given. Keys that match no prefix
@@ -448,6 +450,12 @@ func hasPortZero(addr string) bool {
 // checkUpstream returns what is wrong with the upstream URL, or "". Messages
 // never repeat the password.
 func checkUpstream(s string) string {
+	if sentinel.IsURL(s) {
+		if _, err := sentinel.ParseURL(s); err != nil {
+			return "is not a Sentinel URL (redis-sentinel://[user:pass@]host:port[,host:port]/master[/db]): " + err.Error()
+		}
+		return ""
+	}
 	if !strings.Contains(s, "://") {
 		return "is not a URL: it lacks the redis:// scheme"
 	}

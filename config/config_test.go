@@ -48,6 +48,11 @@ func TestParse(t *testing.T) {
 				t.Errorf("max_memory %v proto_max_bulk_len %v", c.L1.MaxMemory, c.Limits.ProtoMaxBulkLen)
 			}
 		}},
+		{name: "sentinel upstream", input: "upstream: redis-sentinel://app:s3cret@10.0.0.1:26379,10.0.0.2:26379/mymaster/2\n", check: func(t *testing.T, c *Config) {
+			if c.Upstream != "redis-sentinel://app:s3cret@10.0.0.1:26379,10.0.0.2:26379/mymaster/2" {
+				t.Errorf("upstream %q", c.Upstream)
+			}
+		}},
 		{name: "upstream with auth, db and options", input: "upstream: redis://app:s3cret@127.0.0.1:6379/3?dial_timeout=2s\n", check: func(t *testing.T, c *Config) {
 			if c.Upstream != "redis://app:s3cret@127.0.0.1:6379/3?dial_timeout=2s" {
 				t.Errorf("upstream %q", c.Upstream)
@@ -197,6 +202,10 @@ config_poll: 0s
 			wantErr: `upstream: "redis://127.0.0.1:6379/x" is not a Redis URL: redis: invalid database number: "x"`},
 		{name: "upstream negative db", input: "upstream: redis://127.0.0.1:6379/-1\n",
 			wantErr: `upstream: "redis://127.0.0.1:6379/-1" names a negative database`},
+		{name: "sentinel upstream without master", input: "upstream: redis-sentinel://127.0.0.1:26379\n",
+			wantErr: `config t.yaml:1: upstream: is not a Sentinel URL (redis-sentinel://[user:pass@]host:port[,host:port]/master[/db]): names no master`},
+		{name: "sentinel upstream bad port", input: "upstream: redis-sentinel://u:hunter2@a:26379,b:99999/mymaster\n",
+			wantErr: `upstream: is not a Sentinel URL (redis-sentinel://[user:pass@]host:port[,host:port]/master[/db]): sentinel "b:99999" has a bad port (1..65535)`},
 		{name: "invalidation mode", input: "invalidation:\n  mode: push\n",
 			wantErr: `config t.yaml:2: invalidation.mode: "push" is not one of keyspace, tracking`},
 		{name: "invalidation canary interval", input: "invalidation:\n  canary_interval: 0s\n",

@@ -218,6 +218,9 @@ type Subscriber struct {
 	mu         sync.Mutex // guards the fields below
 	subscribed bool
 	disabled   string
+
+	curMu sync.Mutex // guards cur
+	cur   *session   // the session under way, for Restart; nil between sessions
 }
 
 // New returns a Subscriber for cfg and suspends t at once: nothing may be

@@ -21,7 +21,7 @@ type session struct {
 	s     *Subscriber
 	ctx   context.Context
 	ctl   *redis.Client // reconnects as the proxy's own connections do: config, INFO, canary writes
-	ps    *redis.PubSub
+	ps    *redis.PubSub // set under mu once, before the goroutines start
 	track *redis.Client // tracking mode: the one connection holding CLIENT TRACKING
 
 	// verified is set when the server's configuration vouches that writes
@@ -54,6 +54,8 @@ func (s *Subscriber) session(ctx context.Context) (trusted bool, err error) {
 	ctl := redis.NewClient(&co)
 	defer ctl.Close()
 	ss := &session{s: s, ctx: ctx, ctl: ctl, stop: make(chan struct{}), arrived: make(chan struct{}, 1)}
+	s.setCurrent(ss)
+	defer s.setCurrent(nil)
 
 	if s.mode == Keyspace {
 		if ss.verified, ss.unverified, err = s.checkConfig(ctx, ctl); err != nil {
@@ -90,8 +92,15 @@ func (s *Subscriber) session(ctx context.Context) (trusted bool, err error) {
 	}
 	sc := redis.NewClient(&o)
 	defer sc.Close()
-	ss.ps = sc.Subscribe(ctx) // no channel yet: the calls below report errors
-	defer ss.ps.Close()
+	ps := sc.Subscribe(ctx) // no channel yet: the calls below report errors
+	defer ps.Close()
+	ss.mu.Lock()
+	ss.ps = ps
+	ended := ss.ended // by Restart
+	ss.mu.Unlock()
+	if ended {
+		return false, ss.cause
+	}
 	ss.lastRead.Store(time.Now().UnixNano())
 	if s.mode == Keyspace {
 		err = ss.ps.PSubscribe(ctx, pattern)
@@ -247,8 +256,11 @@ func (ss *session) lose(cause error) {
 		s.target.Suspend()
 		s.setSubscribed(false)
 	}
+	ps := ss.ps // nil while the session is still being set up
 	ss.mu.Unlock()
-	_ = ss.ps.Close()
+	if ps != nil {
+		_ = ps.Close()
+	}
 	if wasResumed && ss.ctx.Err() == nil {
 		s.reconnects.Add(1)
 		s.log.Warn("invalidation stream lost; L1 suspended until a new one is trusted", "err", cause)

@@ -60,6 +60,9 @@ type Config struct {
 	// 3 for RESP3 clients, whose replies must come from a connection in
 	// RESP3 (it opens with HELLO 3). 0 means 2.
 	Protocol int
+	// Target, when set, is an address that can move (see Target): every
+	// connection is dialled through it, and Addr is ignored. Nil dials Addr.
+	Target *Target
 }
 
 // ErrClosed is returned for batches sent after Close.
@@ -83,8 +86,8 @@ type slot struct {
 // New validates cfg. It does not dial: connections are made on first use, so a
 // proxy can start while the upstream is still coming up.
 func New(cfg Config) (*Pool, error) {
-	if cfg.Addr == "" {
-		return nil, errors.New("upstream: Addr is required")
+	if cfg.Addr == "" && cfg.Target == nil {
+		return nil, errors.New("upstream: Addr or Target is required")
 	}
 	if cfg.Conns == 0 {
 		cfg.Conns = 2
@@ -235,17 +238,16 @@ func (p *Pool) dial(ctx context.Context, db int) (*Conn, error) {
 func (p *Pool) connect(ctx context.Context, db int) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
 	defer cancel()
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", p.cfg.Addr)
+	addr, nc, err := p.dialTCP(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("upstream: dial %s: %w", p.cfg.Addr, err)
+		return nil, fmt.Errorf("upstream: dial %s: %w", addr, err)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = nc.SetDeadline(dl)
 	}
 	if err := p.handshake(nc, db); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("upstream %s: %w", p.cfg.Addr, err)
+		return nil, fmt.Errorf("upstream %s: %w", addr, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return nc, nil

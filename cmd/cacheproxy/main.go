@@ -68,9 +68,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		log.Info("memory limit", "bytes", bytes, "from_GOMEMLIMIT", fromEnv)
 	}
 
-	opts, err := redis.ParseURL(cfg.Upstream)
+	opts, follow, err := openUpstream(ctx, cfg.Upstream, log)
 	if err != nil {
-		return fmt.Errorf("upstream %q: %w", cfg.Upstream, err)
+		return err
 	}
 	opts.Protocol = 2
 	opts.MaxRetries = -1 // a proxy never runs a command twice
@@ -80,6 +80,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := proxy.NewMetrics(reg)
+	if follow != nil {
+		reg.MustRegister(follow.failovers)
+	}
 
 	// Health comes first, so that a proxy waiting for its upstream is alive
 	// but not ready, rather than dead to a liveness probe.
@@ -152,6 +155,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		Conns:     cfg.UpstreamConns,
 		Databases: info.databases,
 	}
+	if follow != nil {
+		ucfg.Target = follow.target
+	}
 	pool, err := upstream.New(ucfg)
 	if err != nil {
 		return err
@@ -197,7 +203,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 	// reloader keeps running, while clients drain.
 	parts, stopParts := context.WithCancel(context.Background())
 	defer stopParts()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	running := 0
 	start := func(f func() error) {
 		running++
@@ -217,6 +223,10 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 	metrics.ObserveSubscriber(sub.State)
 	h.setSubscriber(sub.State)
 	start(func() error { return sub.Run(parts) })
+	if follow != nil {
+		follow.sub = sub
+		start(func() error { return follow.run(parts) })
+	}
 	start(func() error { return srv.Serve(ln) })
 
 	rl := &reloader{flags: fl, running: cfg, level: level, srv: srv, metrics: metrics, log: log}

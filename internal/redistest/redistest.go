@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,8 @@ type Options struct {
 	NotifyKeyspaceEvents string
 	// Args are extra redis-server arguments, e.g. {"--maxmemory", "1mb"}.
 	Args []string
+	// ReplicaOf, host:port, starts the server as a replica of that one.
+	ReplicaOf string
 }
 
 // Server is one running redis-server.
@@ -35,6 +38,9 @@ type Server struct {
 	opts Options
 	dir  string
 	port string
+	// sentinel, when set, is the configuration of a redis-sentinel to run
+	// instead of a redis-server (see StartSentinel), less its port.
+	sentinel string
 
 	mu     sync.Mutex
 	proc   *os.Process
@@ -126,8 +132,21 @@ func (s *Server) launch() error {
 		"--logfile", "",
 		"--loglevel", "warning",
 	}
+	if s.opts.ReplicaOf != "" {
+		host, port, _ := net.SplitHostPort(s.opts.ReplicaOf)
+		args = append(args, "--replicaof", host, port)
+	}
 	args = append(args, s.opts.Args...)
 	cmd := exec.Command("redis-server", args...)
+	if s.sentinel != "" {
+		// Sentinel rewrites its configuration file, so it gets one of its own.
+		conf := filepath.Join(s.dir, "sentinel.conf")
+		data := fmt.Sprintf("port %s\nbind 127.0.0.1\ndir %s\nlogfile \"\"\nloglevel warning\n%s", s.port, s.dir, s.sentinel)
+		if err := os.WriteFile(conf, []byte(data), 0o600); err != nil {
+			return err
+		}
+		cmd = exec.Command("redis-sentinel", conf)
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return err

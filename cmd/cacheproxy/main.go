@@ -74,6 +74,14 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 	}
 	opts.Protocol = 2
 	opts.MaxRetries = -1 // a proxy never runs a command twice
+	upTLS, err := upstreamTLS(cfg, opts)
+	if err != nil {
+		return err
+	}
+	srvTLS, err := serverTLS(cfg)
+	if err != nil {
+		return err
+	}
 	control := redis.NewClient(opts)
 	defer control.Close()
 
@@ -119,6 +127,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		if err == nil {
 			break
 		}
+		if why := tlsRefused(err, cfg); why != "" {
+			return fmt.Errorf("upstream %s: TLS handshake failed: %s: %w", opts.Addr, why, err)
+		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("upstream %s: %w", opts.Addr, err)
 		}
@@ -151,6 +162,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		Password:  opts.Password,
 		Conns:     cfg.UpstreamConns,
 		Databases: info.databases,
+		TLS:       opts.TLSConfig,
 	}
 	pool, err := upstream.New(ucfg)
 	if err != nil {
@@ -187,17 +199,16 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		return err
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	lns, err := listen(cfg, srvTLS, log)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
-	log.Info("listening", "addr", ln.Addr().String())
 
 	// The parts outlive ctx: the subscriber keeps the L1 coherent, and the
 	// reloader keeps running, while clients drain.
 	parts, stopParts := context.WithCancel(context.Background())
 	defer stopParts()
-	errc := make(chan error, 3)
+	errc := make(chan error, 8)
 	running := 0
 	start := func(f func() error) {
 		running++
@@ -217,7 +228,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 	metrics.ObserveSubscriber(sub.State)
 	h.setSubscriber(sub.State)
 	start(func() error { return sub.Run(parts) })
-	start(func() error { return srv.Serve(ln) })
+	for _, ln := range lns {
+		start(func() error { return srv.Serve(ln) })
+	}
 
 	rl := &reloader{flags: fl, running: cfg, level: level, srv: srv, metrics: metrics, log: log}
 	if invalidation.Mode(cfg.Invalidation.Mode) == invalidation.Tracking {
@@ -227,6 +240,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	start(func() error { rl.run(parts, hup); return nil })
+	if srvTLS != nil || upTLS != nil {
+		start(func() error { watchTLS(parts, cfg.ConfigPoll, log, srvTLS, upTLS); return nil })
+	}
 
 	var first error
 	select {

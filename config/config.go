@@ -29,8 +29,8 @@ import (
 // Config is the whole file. Fields left out of the file keep Default's values; a
 // key written with no value (listen:) also keeps its default.
 type Config struct {
-	Listen   string `yaml:"listen"`   // client address, host:port; port 0 picks a free one
-	Upstream string `yaml:"upstream"` // redis://[user:pass@]host:port[/db], as go-redis's ParseURL reads it, or redis-sentinel:// (see sentinel.ParseURL)
+	Listen   string `yaml:"listen"`   // client address, host:port; port 0 picks a free one; "": TLS only
+	Upstream string `yaml:"upstream"` // redis://[user:pass@]host:port[/db], as go-redis's ParseURL reads it, rediss:// for TLS, or redis-sentinel:// (see sentinel.ParseURL)
 	Metrics  string `yaml:"metrics"`  // Prometheus address, host:port; "" serves no metrics
 	L1       L1     `yaml:"l1"`
 	// PolicyList replaces the default list when given. Keys that match no prefix
@@ -47,6 +47,10 @@ type Config struct {
 	// ConfigPoll is how often the file is checked for changes, which are
 	// reloaded as SIGHUP would; 0 reloads on SIGHUP only.
 	ConfigPoll time.Duration `yaml:"config_poll"`
+	// TLS is the TLS port for clients; UpstreamTLS, how to reach a rediss://
+	// upstream. See tls.go.
+	TLS         TLS         `yaml:"tls"`
+	UpstreamTLS UpstreamTLS `yaml:"upstream_tls"`
 }
 
 // L1 sizes the in-process cache.
@@ -150,6 +154,8 @@ func Default() *Config {
 	return &Config{
 		Listen:        "127.0.0.1:6380",
 		Upstream:      "redis://127.0.0.1:6379/0",
+		TLS:           TLS{ClientAuth: "require", MinVersion: "1.2"},
+		UpstreamTLS:   UpstreamTLS{MinVersion: "1.2"},
 		Metrics:       "127.0.0.1:9180",
 		L1:            L1{MaxMemory: 256 * MiB},
 		PolicyList:    []Policy{{Prefix: "", TTL: 10 * time.Second}},
@@ -250,7 +256,9 @@ func (c *Config) validate() []fieldError {
 		errs = append(errs, fieldError{path, fmt.Sprintf(format, args...)})
 	}
 
-	if msg := checkHostPort(c.Listen); msg != "" {
+	if c.Listen == "" && c.TLS.Listen == "" {
+		add("listen", `is empty and so is tls.listen: clients could not connect (e.g. 127.0.0.1:6380)`)
+	} else if msg := checkHostPort(c.Listen); c.Listen != "" && msg != "" {
 		add("listen", "%s (e.g. 127.0.0.1:6380)", msg)
 	}
 	if c.Metrics != "" {
@@ -263,6 +271,7 @@ func (c *Config) validate() []fieldError {
 	if msg := checkUpstream(c.Upstream); msg != "" {
 		add("upstream", "%s (e.g. redis://127.0.0.1:6379/0 or redis://user:pass@host:6379/0)", msg)
 	}
+	errs = append(errs, c.validateTLS()...)
 
 	if c.L1.MaxMemory < MiB {
 		add("l1.max_memory", "%v is below the minimum of 1MiB (plain numbers are bytes; e.g. 256MiB)", c.L1.MaxMemory)

@@ -335,6 +335,8 @@ func TestDefault(t *testing.T) {
 		Log:           Log{Level: "info", Format: "text"},
 		ShutdownGrace: 10 * time.Second,
 		ConfigPoll:    5 * time.Second,
+		TLS:           TLS{ClientAuth: "require", MinVersion: "1.2"},
+		UpstreamTLS:   UpstreamTLS{MinVersion: "1.2"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v\nwant %+v", c, want)

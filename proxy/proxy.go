@@ -89,9 +89,9 @@ type Server struct {
 	ctx    context.Context // cancelled by Close: unblocks upstream waits
 	cancel context.CancelFunc
 
-	mu  sync.Mutex // guards srv, ln
-	srv *redcon.Server
-	ln  net.Listener // what Serve accepts on; Shutdown closes it
+	mu   sync.Mutex // guards srvs, lns
+	srvs []*redcon.Server
+	lns  []net.Listener // what Serve accepts on, one per call; Shutdown closes them
 
 	// afterUpstream, when set before Serve, runs after a batch's replies arrive
 	// and before they settle: tests hold a fill open with it while they write.
@@ -157,7 +157,9 @@ func New(o Options) (*Server, error) {
 	return s, nil
 }
 
-// Serve accepts clients on ln until Close. It returns nil after Close.
+// Serve accepts clients on ln until Close. It returns nil after Close. It may
+// run on several listeners at once (a plain port and a TLS one, made with
+// tls.NewListener), each in its own call.
 func (s *Server) Serve(ln net.Listener) error {
 	srv := redcon.NewServerNetwork(ln.Addr().Network(), ln.Addr().String(), s.handle, s.accept, s.closed)
 	s.mu.Lock()
@@ -166,7 +168,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln.Close()
 		return nil
 	}
-	s.srv, s.ln = srv, ln
+	s.srvs, s.lns = append(s.srvs, srv), append(s.lns, ln)
 	s.mu.Unlock()
 	err := srv.Serve(&guardedListener{Listener: ln, limits: s.limits, authRequired: s.auth.required, s: s})
 	if s.ctx.Err() != nil {
@@ -185,11 +187,11 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.cancel()
-	srv := s.srv
+	srvs := s.srvs
 	s.mu.Unlock()
 	var err error
-	if srv != nil {
-		err = srv.Close()
+	for _, srv := range srvs {
+		err = errors.Join(err, srv.Close())
 	}
 	s.reg.closeAll()
 	s.idle.close()

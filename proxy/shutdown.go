@@ -15,9 +15,9 @@ import (
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	s.mu.Lock()
-	ln := s.ln
+	lns := s.lns
 	s.mu.Unlock()
-	if ln != nil {
+	for _, ln := range lns {
 		ln.Close() // from now on the system refuses new connections
 	}
 	tick := time.NewTicker(20 * time.Millisecond)

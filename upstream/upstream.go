@@ -34,6 +34,7 @@ package upstream
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -63,6 +64,9 @@ type Config struct {
 	// Target, when set, is an address that can move (see Target): every
 	// connection is dialled through it, and Addr is ignored. Nil dials Addr.
 	Target *Target
+	// TLS, when not nil, wraps every connection in TLS (see secure); its
+	// ServerName must be set. nil: plain TCP.
+	TLS *tls.Config
 }
 
 // ErrClosed is returned for batches sent after Close.
@@ -245,6 +249,12 @@ func (p *Pool) connect(ctx context.Context, db int) (net.Conn, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = nc.SetDeadline(dl)
 	}
+	sc, err := p.secure(ctx, nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
+	nc = sc
 	if err := p.handshake(nc, db); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("upstream %s: %w", addr, err)
@@ -353,7 +363,7 @@ const (
 )
 
 func newConn(nc net.Conn) *Conn {
-	if tc, ok := nc.(*net.TCPConn); ok {
+	if tc, ok := socket(nc).(*net.TCPConn); ok {
 		_ = tc.SetKeepAlive(true)
 		_ = tc.SetKeepAlivePeriod(30 * time.Second)
 	}
@@ -422,7 +432,7 @@ func (c *Conn) Usable() bool {
 		return false
 	}
 	idle := !c.writing && c.reader == nil && len(c.queue) == 0 && c.ihead == len(c.inflight)
-	if idle && !quiet(c.nc) {
+	if idle && !quiet(socket(c.nc)) { // over TLS, any byte (a close_notify) is out of turn too
 		c.dieLocked(errors.New("upstream: connection closed while idle"))
 		return false
 	}

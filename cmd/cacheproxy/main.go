@@ -74,6 +74,14 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 	}
 	opts.Protocol = 2
 	opts.MaxRetries = -1 // a proxy never runs a command twice
+	upTLS, err := upstreamTLS(cfg, opts)
+	if err != nil {
+		return err
+	}
+	srvTLS, err := serverTLS(cfg)
+	if err != nil {
+		return err
+	}
 	control := redis.NewClient(opts)
 	defer control.Close()
 
@@ -122,6 +130,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		if err == nil {
 			break
 		}
+		if why := tlsRefused(err, cfg); why != "" {
+			return fmt.Errorf("upstream %s: TLS handshake failed: %s: %w", opts.Addr, why, err)
+		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("upstream %s: %w", opts.Addr, err)
 		}
@@ -154,6 +165,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		Password:  opts.Password,
 		Conns:     cfg.UpstreamConns,
 		Databases: info.databases,
+		TLS:       opts.TLSConfig,
 	}
 	if follow != nil {
 		ucfg.Target = follow.target
@@ -193,17 +205,16 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		return err
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	lns, err := listen(cfg, srvTLS, log)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
-	log.Info("listening", "addr", ln.Addr().String())
 
 	// The parts outlive ctx: the subscriber keeps the L1 coherent, and the
 	// reloader keeps running, while clients drain.
 	parts, stopParts := context.WithCancel(context.Background())
 	defer stopParts()
-	errc := make(chan error, 4)
+	errc := make(chan error, 8)
 	running := 0
 	start := func(f func() error) {
 		running++
@@ -227,7 +238,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		follow.sub = sub
 		start(func() error { return follow.run(parts) })
 	}
-	start(func() error { return srv.Serve(ln) })
+	for _, ln := range lns {
+		start(func() error { return srv.Serve(ln) })
+	}
 
 	rl := &reloader{flags: fl, running: cfg, level: level, srv: srv, metrics: metrics, log: log}
 	if invalidation.Mode(cfg.Invalidation.Mode) == invalidation.Tracking {
@@ -237,6 +250,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	start(func() error { rl.run(parts, hup); return nil })
+	if srvTLS != nil || upTLS != nil {
+		start(func() error { watchTLS(parts, cfg.ConfigPoll, log, srvTLS, upTLS); return nil })
+	}
 
 	var first error
 	select {

@@ -9,7 +9,8 @@ build:
 	$(GO) build -o $(BIN) ./cmd/cacheproxy
 
 # Starts a local redis-server (installing Debian's package if needed) when
-# nothing answers at 127.0.0.1:6379, then the proxy on 127.0.0.1:6380.
+# nothing answers at 127.0.0.1:6379, then the proxy on 127.0.0.1:6380; Ctrl-C
+# drains the proxy, then stops the redis-server if it was started here.
 run: build
 	deploy/run-local.sh $(BIN) $(CONFIG)
 

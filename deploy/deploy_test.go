@@ -1,9 +1,10 @@
 // Package deploy holds the files that run cacheproxy outside this repository:
-// a Dockerfile, a docker-compose stack with Prometheus and Grafana, and
-// Kubernetes manifests. No container engine runs in the tests, so they check
-// what can be checked without one: every file parses, every cacheproxy
-// configuration in them loads with the proxy's own loader, names and ports
-// agree across files, and the dashboard asks only for metrics that exist.
+// a Dockerfile, a docker-compose stack with Prometheus and Grafana, Kubernetes
+// manifests, and Prometheus alerting rules. No container engine runs
+// in the tests, so they check what can be checked without one: every file
+// parses, every cacheproxy configuration in them loads with the proxy's own
+// loader, names and ports agree across files, the dashboard and the alerts ask
+// only for metrics that exist, and promtool checks and unit-tests the alerts.
 package deploy
 
 import (
@@ -330,6 +331,19 @@ var reMetric = regexp.MustCompile(`cacheproxy_[a-z0-9_]+`)
 // TestDashboardAsksForExistingMetrics: every metric the dashboard queries is
 // one the proxy exports.
 func TestDashboardAsksForExistingMetrics(t *testing.T) {
+	data, err := os.ReadFile("grafana/dashboards/cacheproxy.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := checkMetricsExist(t, "the dashboard", string(data)); n < 15 {
+		t.Fatalf("the dashboard queries only %d metrics", n)
+	}
+}
+
+// checkMetricsExist fails t for every cacheproxy metric named in text (by
+// what) that the proxy does not export, and returns how many it names.
+func checkMetricsExist(t *testing.T, what, text string) int {
+	t.Helper()
 	var rec recorder
 	m := proxy.NewMetrics(&rec)
 	m.ObserveSubscriber(func() invalidation.State { return invalidation.State{} })
@@ -347,23 +361,17 @@ func TestDashboardAsksForExistingMetrics(t *testing.T) {
 			exported[mm[1]] = true
 		}
 	}
-	data, err := os.ReadFile("grafana/dashboards/cacheproxy.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	used := reMetric.FindAllString(string(data), -1)
-	if len(used) < 15 {
-		t.Fatalf("the dashboard queries only %d metrics", len(used))
-	}
+	used := reMetric.FindAllString(text, -1)
 	for _, name := range used {
 		base := name
 		for _, suffix := range []string{"_bucket", "_count", "_sum"} {
 			base = strings.TrimSuffix(base, suffix)
 		}
 		if !exported[base] {
-			t.Errorf("the dashboard queries %s, which the proxy does not export (it exports %v)", name, slices.Sorted(maps.Keys(exported)))
+			t.Errorf("%s queries %s, which the proxy does not export (it exports %v)", what, name, slices.Sorted(maps.Keys(exported)))
 		}
 	}
+	return len(used)
 }
 
 // recorder is a Registerer that keeps what it is given.

@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -53,9 +54,12 @@ func main() {
 // after a stop that ctx asked for, drained or not. limit, when not nil, sets
 // the process's memory limit from the L1 budget (limitMemory).
 func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget int64) (int64, bool)) error {
-	fl, err := parseFlags(args, stderr)
+	fl, err := parseFlags(args, os.Stdout)
 	if err != nil {
 		return err
+	}
+	if fl.help || fl.version {
+		return nil // parseFlags printed what was asked
 	}
 	cfg, err := fl.load()
 	if err != nil {
@@ -63,6 +67,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 	}
 	level := new(slog.LevelVar)
 	log := newLogger(cfg.Log, level, stderr)
+	redis.SetLogger(redisLogger{log.With("component", "go-redis")}) // process-wide
 	if limit != nil {
 		bytes, fromEnv := limit(int64(cfg.L1.MaxMemory))
 		log.Info("memory limit", "bytes", bytes, "from_GOMEMLIMIT", fromEnv)
@@ -284,18 +289,32 @@ type flags struct {
 	file                    string
 	listen, up, metrics     string
 	setListen, setUp, setMx bool
+	help, version           bool // printed by parseFlags; nothing to run
 }
 
-func parseFlags(args []string, stderr io.Writer) (*flags, error) {
+// parseFlags reads the command line. --help and --version print on out and
+// set help or version, which leave nothing to run.
+func parseFlags(args []string, out io.Writer) (*flags, error) {
 	fs := flag.NewFlagSet("cacheproxy", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // a parse error is returned; --help prints on out
 	f := &flags{}
 	fs.StringVar(&f.file, "config", "", "YAML configuration file; reloaded on SIGHUP and when it changes (config_poll)")
 	fs.StringVar(&f.listen, "listen", "", "client address (default 127.0.0.1:6380)")
 	fs.StringVar(&f.up, "upstream", "", "upstream URL redis://[user:pass@]host:port[/db] (default redis://127.0.0.1:6379)")
 	fs.StringVar(&f.metrics, "metrics", "", `metrics and health address (/metrics, /healthz, /readyz; default 127.0.0.1:9180, "" for none)`)
-	if err := fs.Parse(args); err != nil {
-		return nil, err
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(out)
+		fmt.Fprintln(out, "usage: cacheproxy [flags]")
+		fs.PrintDefaults()
+		f.help = true
+		return f, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("%w (cacheproxy --help lists the flags)", err)
+	}
+	if f.version {
+		fmt.Fprintln(out, versionString())
+		return f, nil
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())

@@ -83,6 +83,7 @@ type Server struct {
 	log     *slog.Logger
 
 	auth       *authConfig
+	protected  bool            // protected mode applies: only local clients are served (protected.go)
 	track      *tracking.Table // clients' CLIENT TRACKING (tracking.go)
 	reg        registry        // every client, for CLIENT LIST/KILL and Close
 	idle       idleConns       // dedicated connections to use again
@@ -148,6 +149,7 @@ func New(o Options) (*Server, error) {
 		version:    o.Version,
 		db0:        o.DefaultDB,
 		auth:       auth,
+		protected:  o.ProtectedMode && !auth.required,
 		maxClients: int64(o.MaxClients),
 		log:        o.Logger,
 		ctx:        ctx,
@@ -234,6 +236,11 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 func (s *Server) accept(conn redcon.Conn) bool {
 	if s.draining.Load() {
 		s.metrics.refused.WithLabelValues("shutdown").Inc()
+		return false
+	}
+	if s.protected && !localPeer(conn.NetConn().RemoteAddr()) {
+		s.metrics.refused.WithLabelValues("protected_mode").Inc()
+		conn.WriteError(errDenied)
 		return false
 	}
 	if s.clients.Add(1) > s.maxClients {

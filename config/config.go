@@ -21,6 +21,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cacheproxy/cacheproxy/acl"
 	"github.com/cacheproxy/cacheproxy/sentinel"
 
 	"github.com/cacheproxy/cacheproxy/policy"
@@ -105,21 +106,46 @@ type Limits struct {
 	TrackingTableMaxKeys int `yaml:"tracking_table_max_keys"` // >= 0
 }
 
-// Auth is who may use the proxy. Clients AUTH to the proxy, as to a Redis with
-// requirepass or ACL users; the proxy reaches the upstream with the upstream
-// URL's credentials. With neither field set, clients need no AUTH.
+// Auth is who may use the proxy, and what each user may do. Clients AUTH to
+// the proxy, as to a Redis with requirepass or ACL users; the proxy reaches
+// the upstream with the upstream URL's credentials. With neither RequirePass
+// nor Users, clients need no AUTH, and ProtectedMode serves only local ones.
 type Auth struct {
 	// RequirePass is the password of the "default" user (AUTH password).
 	RequirePass string `yaml:"requirepass"`
+	// Default are the default user's permissions: by default it may do
+	// everything, as Redis's default user.
+	Default Permissions `yaml:"default"`
 	// Users are named users (AUTH name password). Given without
 	// RequirePass, the default user is off.
 	Users []User `yaml:"users"`
+	// ProtectedMode, as Redis's protected-mode: while no password is set,
+	// clients connecting from elsewhere than 127.0.0.1 or ::1 are refused.
+	ProtectedMode bool `yaml:"protected_mode"`
 }
 
-// User is one named user a client may AUTH as.
+// Permissions are what a user may do (see the acl package): Redis's ACL
+// "-@write" for ReadOnly, "~pattern" for each of Keys (none: every key), and
+// the admin commands, the proxy's CACHEPROXY included, for Admin.
+type Permissions struct {
+	ReadOnly bool     `yaml:"readonly"`
+	Keys     []string `yaml:"keys"`
+	Admin    bool     `yaml:"admin"`
+}
+
+// User is one named user a client may AUTH as. Its permissions default to
+// every command and key except the admin ones.
 type User struct {
-	Name     string `yaml:"name"`
-	Password string `yaml:"password"`
+	Name     string   `yaml:"name"`
+	Password string   `yaml:"password"`
+	ReadOnly bool     `yaml:"readonly"`
+	Keys     []string `yaml:"keys"`
+	Admin    bool     `yaml:"admin"`
+}
+
+// Permissions are the user's permissions.
+func (u User) Permissions() Permissions {
+	return Permissions{ReadOnly: u.ReadOnly, Keys: u.Keys, Admin: u.Admin}
 }
 
 // Invalidation says how the proxy learns about writes it did not see.
@@ -154,6 +180,7 @@ func Default() *Config {
 	return &Config{
 		Listen:        "127.0.0.1:6380",
 		Upstream:      "redis://127.0.0.1:6379/0",
+		Auth:          Auth{Default: Permissions{Admin: true}, ProtectedMode: true},
 		TLS:           TLS{ClientAuth: "require", MinVersion: "1.2"},
 		UpstreamTLS:   UpstreamTLS{MinVersion: "1.2"},
 		Metrics:       "127.0.0.1:9180",
@@ -351,6 +378,22 @@ func (c *Config) validateAuth() []fieldError {
 		}
 		if u.Password == "" {
 			errs = append(errs, fieldError{at + ".password", "is required: a user without a password would let anyone in"})
+		}
+		errs = append(errs, u.Permissions().validate(at)...)
+	}
+	errs = append(errs, c.Auth.Default.validate("auth.default")...)
+	return errs
+}
+
+// validate checks the key patterns, with Redis's glob syntax.
+func (p Permissions) validate(at string) []fieldError {
+	if p.Keys != nil && len(p.Keys) == 0 {
+		return []fieldError{{at + ".keys", "lists no pattern: leave it out to allow every key, or list some (e.g. [\"user:*\"])"}}
+	}
+	var errs []fieldError
+	for i, k := range p.Keys {
+		if _, err := acl.Compile(k); err != nil {
+			errs = append(errs, fieldError{fmt.Sprintf("%s.keys[%d]", at, i), err.Error()})
 		}
 	}
 	return errs

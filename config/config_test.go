@@ -335,6 +335,7 @@ func TestDefault(t *testing.T) {
 		Log:           Log{Level: "info", Format: "text"},
 		ShutdownGrace: 10 * time.Second,
 		ConfigPoll:    5 * time.Second,
+		Auth:          Auth{Default: Permissions{Admin: true}, ProtectedMode: true},
 		TLS:           TLS{ClientAuth: "require", MinVersion: "1.2"},
 		UpstreamTLS:   UpstreamTLS{MinVersion: "1.2"},
 	}

@@ -6,12 +6,17 @@ import (
 	"strings"
 
 	"github.com/tidwall/redcon"
+
+	"github.com/cacheproxy/cacheproxy/acl"
 )
 
-// User is a name and password a client may AUTH to the proxy as. The proxy's
-// own credentials for the upstream are separate (the upstream URL's).
+// User is a name and password a client may AUTH to the proxy as, and what
+// it may do once it has (permissions.go). The zero Permissions allow every
+// command and key except the admin ones. The proxy's own credentials for the
+// upstream are separate (the upstream URL's).
 type User struct {
 	Name, Password string
+	Permissions    acl.Permissions
 }
 
 // authConfig is who may use the proxy, modelled on Redis's ACL users: the
@@ -21,8 +26,14 @@ type User struct {
 // first.
 type authConfig struct {
 	required    bool
-	defaultPass string            // the default user's password; "" while required means the default user is off
-	users       map[string]string // named users' passwords
+	defaultPass string // the default user's password; "" while required means the default user is off
+	defaultPerm *acl.User
+	users       map[string]authUser
+}
+
+type authUser struct {
+	pass string
+	perm *acl.User
 }
 
 const (
@@ -32,8 +43,15 @@ const (
 	errHelloAuth = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"
 )
 
-func newAuthConfig(requirePass string, users []User) (*authConfig, error) {
-	a := &authConfig{defaultPass: requirePass, required: requirePass != "" || len(users) > 0}
+func newAuthConfig(requirePass string, defaultPerm *acl.Permissions, users []User) (*authConfig, error) {
+	a := &authConfig{defaultPass: requirePass, required: requirePass != "" || len(users) > 0, defaultPerm: acl.Unrestricted}
+	if defaultPerm != nil {
+		u, err := acl.New(*defaultPerm)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: the default user's permissions: %w", err)
+		}
+		a.defaultPerm = u
+	}
 	for i, u := range users {
 		switch {
 		case u.Name == "":
@@ -46,12 +64,16 @@ func newAuthConfig(requirePass string, users []User) (*authConfig, error) {
 			return nil, fmt.Errorf("proxy: user name %q contains a space or newline", u.Name)
 		}
 		if a.users == nil {
-			a.users = make(map[string]string, len(users))
+			a.users = make(map[string]authUser, len(users))
 		}
 		if _, dup := a.users[u.Name]; dup {
 			return nil, fmt.Errorf("proxy: user %q is listed twice", u.Name)
 		}
-		a.users[u.Name] = u.Password
+		perm, err := acl.New(u.Permissions)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: user %q: %w", u.Name, err)
+		}
+		a.users[u.Name] = authUser{pass: u.Password, perm: perm}
 	}
 	return a, nil
 }
@@ -65,7 +87,8 @@ func (a *authConfig) knownUser(user string) bool {
 // check reports whether pass is user's password. Without a password the
 // default user takes any, as Redis's nopass user does.
 func (a *authConfig) check(user string, pass []byte) bool {
-	want, ok := a.users[user]
+	u, ok := a.users[user]
+	want := u.pass
 	if user == "default" {
 		if !a.required {
 			return true
@@ -78,11 +101,20 @@ func (a *authConfig) check(user string, pass []byte) bool {
 	return ok && eq
 }
 
+// perm is what user may do.
+func (a *authConfig) perm(user string) *acl.User {
+	if u, ok := a.users[user]; ok {
+		return u.perm
+	}
+	return a.defaultPerm
+}
+
 // setAuthed records whether the client may run commands, and as whom.
 func (c *client) setAuthed(ok bool, user string) {
 	c.authed = ok
 	c.cc.authed.Store(ok)
 	c.user = user
+	c.perm = c.s.auth.perm(user)
 	c.publish()
 }
 

@@ -6,6 +6,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/tidwall/redcon"
+
+	"github.com/cacheproxy/cacheproxy/acl"
 )
 
 // sinkConn is the client side of the hit path: it counts reply bytes. Only
@@ -31,8 +33,9 @@ func command(args ...string) redcon.Command {
 
 // BenchmarkHitPath measures the proxy's own work for an L1 hit: routing, policy
 // lookup, L1 get and the reply write, for GET, HGET and an MGET of 10 keys, in
-// each protocol. redcon's parsing is not included; it allocates per command on
-// its own.
+// each protocol, for a user who may do everything and for one limited to
+// read-only access under two key patterns. redcon's parsing is not included;
+// it allocates per command on its own.
 func BenchmarkHitPath(b *testing.B) {
 	e := startEnv(b, envOptions{})
 	e.waitSubscribed()
@@ -43,6 +46,10 @@ func BenchmarkHitPath(b *testing.B) {
 	}
 	e.direct.HSet(bg, "user:h", "f", "v")
 	mget := append([]string{"MGET"}, keys...)
+	restricted, err := acl.New(acl.Permissions{ReadOnly: true, Keys: []string{"session:*", "user:*"}})
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, proto := range []int{2, 3} {
 		c := redis.NewClient(&redis.Options{Addr: e.addr, Protocol: proto})
 		b.Cleanup(func() { c.Close() })
@@ -54,12 +61,13 @@ func BenchmarkHitPath(b *testing.B) {
 			{"HGET", []string{"HGET", "user:h", "f"}},
 			{"MGET10", mget},
 		} {
-			benchHit(b, e, c, proto, tc.name, tc.args)
+			benchHit(b, e, c, proto, tc.name, tc.args, acl.Unrestricted)
+			benchHit(b, e, c, proto, tc.name+"/restricted", tc.args, restricted)
 		}
 	}
 }
 
-func benchHit(b *testing.B, e *env, c *redis.Client, proto int, name string, args []string) {
+func benchHit(b *testing.B, e *env, c *redis.Client, proto int, name string, args []string, perm *acl.User) {
 	b.Run(fmt.Sprintf("RESP%d/%s", proto, name), func(b *testing.B) {
 		cmd := command(args...)
 		// Warm the L1 through a real client and let the fills settle.
@@ -74,7 +82,7 @@ func benchHit(b *testing.B, e *env, c *redis.Client, proto int, name string, arg
 		b.RunParallel(func(pb *testing.PB) {
 			sink := &sinkConn{}
 			cl := &client{s: e.srv, conn: sink, proto: proto}
-			cl.authed = true
+			cl.authed, cl.perm = true, perm
 			misses := e.counter("cacheproxy_l1_misses_total", nil)
 			for pb.Next() {
 				cl.cmds = append(cl.cmds[:0], cmd)

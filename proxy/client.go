@@ -7,6 +7,7 @@ import (
 
 	"github.com/tidwall/redcon"
 
+	"github.com/cacheproxy/cacheproxy/acl"
 	"github.com/cacheproxy/cacheproxy/commands"
 	"github.com/cacheproxy/cacheproxy/l1"
 	"github.com/cacheproxy/cacheproxy/policy"
@@ -27,6 +28,8 @@ type client struct {
 	proto int
 	// tracking: CLIENT TRACKING is on (tracking.go).
 	tracking bool
+	// perm is what the client's user may do (permissions.go); never nil.
+	perm *acl.User
 
 	counts commandCounts // commands by name since the last batch ended (metrics.go)
 
@@ -125,6 +128,10 @@ func (c *client) command(cmd redcon.Command) {
 	c.countCommand(rt, info)
 	if !c.authed {
 		c.unauthenticated(cmd)
+		return
+	}
+	// Before the L1: a hit must not bypass a permission.
+	if c.perm.Restricted && !c.permitted(rt, info, args) {
 		return
 	}
 	if c.tracking {

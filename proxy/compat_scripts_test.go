@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cacheproxy/cacheproxy/acl"
 	"github.com/cacheproxy/cacheproxy/internal/redistest"
 )
 
@@ -615,7 +616,7 @@ func TestCompatAuth(t *testing.T) {
 	t.Parallel()
 	ce := startCompat(t, envOptions{options: func(o *Options) {
 		o.RequirePass = "secret"
-		o.Users = []User{{Name: "bob", Password: "pw"}}
+		o.Users = []User{{Name: "bob", Password: "pw", Permissions: acl.Permissions{Admin: true}}} // bob is +@all below
 	}}, redistest.Options{})
 	// Configured once running: redistest checks readiness with a bare PING.
 	admin := ce.ref.Client(0)

@@ -112,6 +112,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.refused.WithLabelValues("max_clients")
 	m.refused.WithLabelValues("shutdown")
+	m.refused.WithLabelValues("protected_mode")
 	m.reloadResult.ok = m.reloads.WithLabelValues("success")
 	m.reloadResult.failed = m.reloads.WithLabelValues("failure")
 	m.reloadOK.Set(1)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cacheproxy/cacheproxy/acl"
 )
 
 // TestMetricsAfterTraffic runs a little of everything through the proxy, then
@@ -115,7 +117,7 @@ func TestHitPathDoesNotAllocate(t *testing.T) {
 		c.Get(bg, "user:1")
 		e.cache.Wait()
 		cl := &client{s: e.srv, conn: &sinkConn{}}
-		cl.authed = true
+		cl.authed, cl.perm = true, acl.Unrestricted
 		cl.cmds = append(cl.cmds[:0], cmd)
 		hits := e.counter("cacheproxy_l1_hits_total", nil)
 		cl.run()
@@ -152,7 +154,7 @@ func BenchmarkHitPathCounted(b *testing.B) {
 	for _, n := range []int{1, 16} {
 		b.Run(fmt.Sprintf("batch%d", n), func(b *testing.B) {
 			cl := &client{s: e.srv, conn: &sinkConn{}, proto: 3}
-			cl.authed = true
+			cl.authed, cl.perm = true, acl.Unrestricted
 			hits := e.counter("cacheproxy_l1_hits_total", nil)
 			for i := 0; i < b.N; i += n {
 				cl.cmds = cl.cmds[:0]

@@ -22,6 +22,7 @@ import (
 
 	"github.com/tidwall/redcon"
 
+	"github.com/cacheproxy/cacheproxy/acl"
 	"github.com/cacheproxy/cacheproxy/commands"
 	"github.com/cacheproxy/cacheproxy/l1"
 	"github.com/cacheproxy/cacheproxy/policy"
@@ -56,6 +57,13 @@ type Options struct {
 	// need no AUTH. With Users but no RequirePass, the default user is off.
 	RequirePass string
 	Users       []User
+	// DefaultPermissions are the default user's; nil lets it do everything,
+	// as Redis's default user.
+	DefaultPermissions *acl.Permissions
+	// ProtectedMode, as Redis's protected-mode: while clients need no AUTH,
+	// only clients connecting from 127.0.0.1 or ::1 are served; the others
+	// get Redis's DENIED error and are disconnected.
+	ProtectedMode bool
 	// TrackingMaxKeys bounds the keys remembered for clients' CLIENT
 	// TRACKING, as Redis's tracking-table-max-keys; 0 means no bound.
 	TrackingMaxKeys int
@@ -75,6 +83,7 @@ type Server struct {
 	log     *slog.Logger
 
 	auth       *authConfig
+	protected  bool            // protected mode applies: only local clients are served (protected.go)
 	track      *tracking.Table // clients' CLIENT TRACKING (tracking.go)
 	reg        registry        // every client, for CLIENT LIST/KILL and Close
 	idle       idleConns       // dedicated connections to use again
@@ -121,7 +130,7 @@ func New(o Options) (*Server, error) {
 	if o.Version == "" {
 		o.Version = "7.0.0"
 	}
-	auth, err := newAuthConfig(o.RequirePass, o.Users)
+	auth, err := newAuthConfig(o.RequirePass, o.DefaultPermissions, o.Users)
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +149,7 @@ func New(o Options) (*Server, error) {
 		version:    o.Version,
 		db0:        o.DefaultDB,
 		auth:       auth,
+		protected:  o.ProtectedMode && !auth.required,
 		maxClients: int64(o.MaxClients),
 		log:        o.Logger,
 		ctx:        ctx,
@@ -226,6 +236,11 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 func (s *Server) accept(conn redcon.Conn) bool {
 	if s.draining.Load() {
 		s.metrics.refused.WithLabelValues("shutdown").Inc()
+		return false
+	}
+	if s.protected && !localPeer(conn.NetConn().RemoteAddr()) {
+		s.metrics.refused.WithLabelValues("protected_mode").Inc()
+		conn.WriteError(errDenied)
 		return false
 	}
 	if s.clients.Add(1) > s.maxClients {

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cacheproxy/cacheproxy/acl"
 	"github.com/cacheproxy/cacheproxy/commands"
 	"github.com/cacheproxy/cacheproxy/config"
 	"github.com/cacheproxy/cacheproxy/invalidation"
@@ -205,6 +206,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		RequirePass:     cfg.Auth.RequirePass,
 		Users:           proxyUsers(cfg.Auth.Users),
 		Logger:          log,
+
+		DefaultPermissions: perms(cfg.Auth.Default),
+		ProtectedMode:      cfg.Auth.ProtectedMode,
 	})
 	if err != nil {
 		return err
@@ -442,7 +446,11 @@ func backoff(attempt int) time.Duration {
 func proxyUsers(users []config.User) []proxy.User {
 	out := make([]proxy.User, len(users))
 	for i, u := range users {
-		out[i] = proxy.User{Name: u.Name, Password: u.Password}
+		out[i] = proxy.User{Name: u.Name, Password: u.Password, Permissions: *perms(u.Permissions())}
 	}
 	return out
+}
+
+func perms(p config.Permissions) *acl.Permissions {
+	return &acl.Permissions{ReadOnly: p.ReadOnly, Keys: p.Keys, Admin: p.Admin}
 }

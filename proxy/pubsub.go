@@ -225,6 +225,10 @@ func (c *client) detachedCommand(cmd redcon.Command) {
 			ps.send(cmd.Raw) // refused by Redis, with its own error
 			return
 		}
+		if c.ps != nil {
+			c.orderedCommand(cmd) // RESP3: among the pushes, as Redis orders them
+			return
+		}
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()

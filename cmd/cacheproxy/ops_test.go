@@ -159,10 +159,11 @@ func cached(t *testing.T, r *redistest.Server, c *redis.Client, key string) bool
 
 func policyTTL(t *testing.T, c *redis.Client, key string) string {
 	t.Helper()
-	v, err := c.Do(bg, "CACHEPROXY", "POLICY", key).Slice()
+	reply, err := c.Do(bg, "CACHEPROXY", "POLICY", key).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
+	v := pairs(reply)
 	for i := 0; i+1 < len(v); i += 2 {
 		if v[i] == "ttl" {
 			return v[i+1].(string)
@@ -514,20 +515,36 @@ policies:
 	t.Logf("pools after the flood: %v", stats)
 }
 
+// pairs returns a CACHEPROXY map's keys and values in turn, whether it came
+// as a RESP3 map (go-redis asks for RESP3 first) or as a RESP2 array.
+func pairs(v any) []any {
+	m, ok := v.(map[any]any)
+	if !ok {
+		s, _ := v.([]any)
+		return s
+	}
+	out := make([]any, 0, 2*len(m))
+	for k, x := range m {
+		out = append(out, k, x)
+	}
+	return out
+}
+
 // poolStats reads CACHEPROXY STATS's pools.
 func poolStats(t *testing.T, c *redis.Client) map[string]map[string]int64 {
 	t.Helper()
-	v, err := c.Do(bg, "CACHEPROXY", "STATS").Slice()
+	reply, err := c.Do(bg, "CACHEPROXY", "STATS").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
+	v := pairs(reply)
 	out := map[string]map[string]int64{}
 	for i := 0; i+1 < len(v); i += 2 {
 		if v[i] != "pools" {
 			continue
 		}
 		for _, pool := range v[i+1].([]any) {
-			kv := pool.([]any)
+			kv := pairs(pool)
 			m := map[string]int64{}
 			name := ""
 			for j := 0; j+1 < len(kv); j += 2 {

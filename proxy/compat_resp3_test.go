@@ -333,6 +333,11 @@ FUNCTION DELETE {p}lib3
 @0 PUBLISH {p}ch3 again
 @1 !read 1
 @1 RESET
+// Back in RESP2, on the same subscribed upstream connection.
+@1 SUBSCRIBE {p}ch4
+@1 GET {p}k
+@1 PING
+@1 UNSUBSCRIBE
 @1 PING
 @1 GET {p}k
 @0 PUBSUB NUMSUB {p}ch3

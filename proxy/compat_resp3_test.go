@@ -92,6 +92,9 @@ GETRANGE {p}missing 0 1
 SET {p}a 1
 SET {p}b 2
 GET {p}a
+// The first fills a and missing; the second has them from the L1 and b and
+// c from Redis; the third has everything from the L1.
+MGET {p}a {p}missing
 MGET {p}a {p}b {p}missing {p}c
 MGET {p}a {p}b {p}missing {p}c
 MGET {p}missing {p}missing
@@ -409,6 +412,45 @@ CLIENT GETNAME
 HGETALL {p}h
 `,
 	}))
+}
+
+// TestMGetRESP3PartlyFromL1: a RESP3 MGET whose keys are partly in the L1
+// gets the L1's elements and Redis's in their places, nulls included, and
+// one answered wholly from the L1 does not reach Redis.
+func TestMGetRESP3PartlyFromL1(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, envOptions{})
+	e.waitSubscribed()
+	r := dialRaw(t, e.addr)
+	r.roundTrip("HELLO 3\r\n", 1)
+	if got := r.roundTrip("SET a 1\r\nSET b 2\r\n", 2); got != "+OK\r\n+OK\r\n" {
+		t.Fatalf("SET: %q", got)
+	}
+	e.waitKeyspaceEvents(2) // so that they cannot spoil the fills below
+	if got := r.roundTrip("MGET a missing\r\n", 1); got != "*2\r\n$1\r\n1\r\n_\r\n" {
+		t.Fatalf("MGET a missing: %q", got)
+	}
+	e.cache.Wait() // the L1's stores are buffered
+	const want = "*4\r\n$1\r\n1\r\n$1\r\n2\r\n_\r\n_\r\n"
+	before := e.upstreamCalls()["mget"]
+	if got := r.roundTrip("MGET a b missing c\r\n", 1); got != want {
+		t.Fatalf("MGET partly from the L1: %q, want %q", got, want)
+	}
+	if n := e.upstreamCalls()["mget"] - before; n != 1 {
+		t.Fatalf("MGET partly from the L1 made %d upstream MGETs, want 1 (of b and c)", n)
+	}
+	e.cache.Wait()
+	if got := r.roundTrip("MGET a b missing c\r\n", 1); got != want {
+		t.Fatalf("MGET from the L1: %q, want %q", got, want)
+	}
+	if n := e.upstreamCalls()["mget"] - before; n != 1 {
+		t.Fatalf("MGET of cached keys reached Redis (%d upstream MGETs)", n)
+	}
+	// A RESP2 client of the same keys gets RESP2's nulls.
+	r2 := dialRaw(t, e.addr)
+	if got := r2.roundTrip("MGET a b missing c\r\n", 1); got != "*4\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n$-1\r\n" {
+		t.Fatalf("RESP2 MGET: %q", got)
+	}
 }
 
 // TestRESP3SubscribedHello2: a RESP3 client with subscriptions cannot switch

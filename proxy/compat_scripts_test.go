@@ -492,6 +492,8 @@ CONFIG SET nosuchparam 1
 CONFIG
 INFO nosuch
 INFO server #any
+INFO #any
+INFO default #any
 COMMAND COUNT
 COMMAND INFO get
 SELECT 1

@@ -147,6 +147,18 @@ XREAD COUNT 1 STREAMS {p}nostream 0
 CLIENT GETNAME
 CLIENT SETNAME {p}n
 CLIENT GETNAME
+HELLO #hello
+HELLO 3 SETNAME {p}n3 #hello
+CLIENT GETNAME
+MULTI
+HGETALL {p}h
+ZSCORE {p}z a
+GET {p}missing
+SMEMBERS {p}s1
+EXEC
+WATCH {p}h
+MULTI
+EXEC
 LCS {p}a {p}b IDX
 COMMAND INFO get
 COMMAND DOCS get
@@ -265,6 +277,26 @@ FUNCTION DELETE {p}lib3
 @1 RESET
 @1 HGETALL {p}h2
 @1 GET {p}missing2
+`,
+	"resp3 switches in a pipeline": `
+HSET {p}h f v
+HGETALL {p}h
+GET {p}missing
+HELLO 3 #hello
+HGETALL {p}h
+GET {p}missing
+ZADD {p}z 0.5 m
+ZSCORE {p}z m
+HELLO 2 #hello
+HGETALL {p}h
+GET {p}missing
+ZSCORE {p}z m
+HELLO 3 #hello
+MGET {p}missing {p}h
+ZSCORE {p}z m
+RESET
+GET {p}missing
+MGET {p}missing {p}h
 `,
 	"resp3 pubsub": `
 @1 SUBSCRIBE {p}ch

@@ -125,6 +125,10 @@ func (c *client) command(cmd redcon.Command) {
 		c.unauthenticated(cmd)
 		return
 	}
+	if info != nil && info.Name == "debug" && c.proto == 3 && debugPush(args) {
+		c.refuseDebugPush()
+		return
+	}
 	if c.tx != nil {
 		c.txCommand(cmd)
 		return

@@ -649,3 +649,53 @@ func bargs(args ...string) [][]byte {
 	}
 	return out
 }
+
+// TestCompatDebugProtocol compares DEBUG PROTOCOL, which makes Redis send each
+// RESP3 type (attributes among them) as a reply, or its RESP2 form.
+func TestCompatDebugProtocol(t *testing.T) {
+	t.Parallel()
+	debug := redistest.Options{Args: []string{"--enable-debug-command", "yes"}}
+	ce := startCompat(t, envOptions{redis: debug}, debug)
+	ce.check(t, scripts(t, map[string]string{
+		"debug protocol": `
+DEBUG PROTOCOL string
+DEBUG PROTOCOL integer
+DEBUG PROTOCOL double
+DEBUG PROTOCOL bignum
+DEBUG PROTOCOL null
+DEBUG PROTOCOL array
+DEBUG PROTOCOL set
+DEBUG PROTOCOL map
+DEBUG PROTOCOL attrib
+// Excluded in RESP3, where Redis answers with a push and then a reply, and
+// the proxy refuses it (TestDebugPushRefused). In RESP2 Redis refuses it.
+DEBUG PROTOCOL push #only:2
+DEBUG PROTOCOL verbatim
+DEBUG PROTOCOL true
+DEBUG PROTOCOL false
+PING
+`,
+	}))
+}
+
+// TestDebugPushRefused: DEBUG PROTOCOL push, whose push and reply an upstream
+// connection would take for two replies, is refused in RESP3, inside MULTI
+// too (which it aborts), and the connections stay in step.
+func TestDebugPushRefused(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, envOptions{redis: redistest.Options{Args: []string{"--enable-debug-command", "yes"}}})
+	r := dialRaw(t, e.addr)
+	r.roundTrip("HELLO 3\r\n", 1)
+	const refused = "-ERR cacheproxy: DEBUG PROTOCOL push is not supported through the proxy: its push and its reply would be taken for two replies\r\n"
+	if got := r.roundTrip("DEBUG PROTOCOL push\r\nPING\r\nDEBUG PROTOCOL true\r\n", 3); got != refused+"+PONG\r\n#t\r\n" {
+		t.Fatalf("DEBUG PROTOCOL push, PING, DEBUG PROTOCOL true: %q", got)
+	}
+	got := r.roundTrip("MULTI\r\ndebug protocol PUSH\r\nPING\r\nEXEC\r\nPING\r\n", 5)
+	if want := "+OK\r\n" + refused + "+QUEUED\r\n" + string(replyExecAbort) + "+PONG\r\n"; got != want {
+		t.Fatalf("inside MULTI: %q, want %q", got, want)
+	}
+	r2 := dialRaw(t, e.addr)
+	if got := r2.roundTrip("DEBUG PROTOCOL push\r\nPING\r\n", 2); !strings.HasPrefix(got, "-ERR RESP2 is not supported") || !strings.HasSuffix(got, "\r\n+PONG\r\n") {
+		t.Fatalf("in RESP2: %q", got)
+	}
+}

@@ -134,6 +134,10 @@ func (c *client) command(cmd redcon.Command) {
 	if c.perm.Restricted && !c.permitted(rt, info, args) {
 		return
 	}
+	if info != nil && info.Name == "debug" && c.proto == 3 && debugPush(args) {
+		c.refuseDebugPush()
+		return
+	}
 	if c.tracking {
 		c.trackCommand(rt, info, args)
 	}

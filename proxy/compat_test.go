@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,13 +26,19 @@ import (
 //	@1 SUBSCRIBE ch =2       on connection 1, reading 2 replies (default 1)
 //	@1 !read 1               read one more reply on connection 1 (a message)
 //	raw "PING\r\n" =1         bytes sent as they are (inline commands)
-//	SMEMBERS {p}s #sort      compare after a normalisation: #sort (array
-//	                         elements), #scan (a SCAN reply's elements),
-//	                         #ttl (an integer's sign), #any (the reply's type)
+//	SMEMBERS {p}s #sort      compare after a normalisation: #sort (array,
+//	                         set or map elements), #scan (a SCAN reply's
+//	                         elements), #ttl (an integer's sign), #any (the
+//	                         reply's type), #hello (a HELLO reply but for its
+//	                         id and version), #skip (nothing)
+//	CLIENT LIST #any:3       the same, in the RESP3 run only (:2, RESP2's)
+//	PUBLISH {p}c m =2 #only:3  a line of the RESP3 run only (:2, RESP2's)
 //
-// Each script runs one command at a time and, if it uses one connection and
-// no !read, also as one pipeline; all of them also run from several clients at
-// once, each with its own prefix.
+// Each script runs twice, once per protocol: in the RESP3 run every connection
+// starts with HELLO 3, on both sides, and the HELLO replies are compared as
+// #hello. In each protocol it runs one command at a time and, if it uses one
+// connection and no !read, also as one pipeline; all of them also run from
+// several clients at once, each with its own prefix, in both protocols.
 
 type compatLine struct {
 	conn  int
@@ -39,6 +46,8 @@ type compatLine struct {
 	raw   []byte   // bytes sent as they are
 	n     int      // replies to read
 	norm  string
+	proto int // the only protocol whose run norm applies to; 0 for both
+	only  int // the only protocol whose run has the line; 0 for both
 	input string
 }
 
@@ -62,9 +71,13 @@ func parseScript(t testing.TB, name, text string) compatScript {
 		}
 		for len(toks) > 0 {
 			last := toks[len(toks)-1]
+			how, proto, _ := strings.Cut(last, ":")
 			switch {
-			case last == "#sort" || last == "#scan" || last == "#ttl" || last == "#any":
-				l.norm = last[1:]
+			case how == "#only" && (proto == "2" || proto == "3"):
+				l.only, _ = strconv.Atoi(proto)
+			case strings.HasPrefix(how, "#") && compatNorms[how[1:]] && (proto == "" || proto == "2" || proto == "3"):
+				l.norm = how[1:]
+				l.proto, _ = strconv.Atoi(proto)
 			case strings.HasPrefix(last, "=") && len(last) > 1:
 				l.n, _ = strconv.Atoi(last[1:])
 			default:
@@ -91,6 +104,9 @@ func parseScript(t testing.TB, name, text string) compatScript {
 	}
 	return s
 }
+
+// compatNorms are the normalisations a script line may ask for.
+var compatNorms = map[string]bool{"sort": true, "scan": true, "ttl": true, "any": true, "hello": true, "skip": true}
 
 // splitCompat splits on spaces; a token starting with '"' is Go-quoted.
 func splitCompat(line string) ([]string, error) {
@@ -183,11 +199,18 @@ func encodeCommand(args [][]byte) []byte {
 	return b
 }
 
-// run runs s against addr, with {p} replaced by prefix, and returns the
-// normalised replies, one entry per line.
+// compatRun is what one run of a script saw: the normalised replies, one
+// entry per line, and in RESP3 each connection's HELLO 3 reply, as #hello.
+type compatRun struct {
+	replies []string
+	hellos  map[int]string
+}
+
+// run runs s against addr in protocol proto, with {p} replaced by prefix.
 // It may run on a goroutine of its own: trouble shows in the replies.
-func (s compatScript) run(addr, prefix string, pipelined bool) []string {
+func (s compatScript) run(addr, prefix string, pipelined bool, proto int) compatRun {
 	conns := map[int]*compatConn{}
+	hellos := map[int]string{}
 	conn := func(i int) *compatConn {
 		if cc := conns[i]; cc != nil {
 			return cc
@@ -197,6 +220,10 @@ func (s compatScript) run(addr, prefix string, pipelined bool) []string {
 			c = deadConn{err}
 		}
 		conns[i] = &compatConn{c: c}
+		if proto == 3 {
+			_, _ = c.Write(encodeCommand([][]byte{[]byte("HELLO"), []byte("3")}))
+			hellos[i] = normalize("hello", conns[i].read(1))
+		}
 		return conns[i]
 	}
 	defer func() {
@@ -219,41 +246,69 @@ func (s compatScript) run(addr, prefix string, pipelined bool) []string {
 		var all []byte
 		total := 0
 		for _, l := range s.lines {
-			all = append(all, req(l)...)
-			total += l.n
+			if l.in(proto) {
+				all = append(all, req(l)...)
+				total += l.n
+			}
 		}
 		cc := conn(0)
 		_, _ = cc.c.Write(all) // a failed write shows as missing replies
 		replies := cc.read(total)
 		for _, l := range s.lines {
-			out = append(out, normalize(l.norm, replies[:l.n]))
+			if !l.in(proto) {
+				out = append(out, "")
+				continue
+			}
+			out = append(out, normalize(l.normIn(proto), replies[:l.n]))
 			replies = replies[l.n:]
 		}
-		return out
+		return compatRun{out, hellos}
 	}
 	for _, l := range s.lines {
+		if !l.in(proto) {
+			out = append(out, "")
+			continue
+		}
 		cc := conn(l.conn)
 		if l.args != nil || l.raw != nil {
 			_, _ = cc.c.Write(req(l))
 		}
-		out = append(out, normalize(l.norm, cc.read(l.n)))
+		out = append(out, normalize(l.normIn(proto), cc.read(l.n)))
 	}
-	return out
+	return compatRun{out, hellos}
 }
 
-// compare runs s on both sides and reports every line whose replies differ.
-func compare(t *testing.T, s compatScript, direct, proxied string, prefix string, pipelined bool) {
+// in reports whether the line is part of a run of protocol proto.
+func (l compatLine) in(proto int) bool { return l.only == 0 || l.only == proto }
+
+// normIn is the line's normalisation in a run of protocol proto.
+func (l compatLine) normIn(proto int) string {
+	if l.proto != 0 && l.proto != proto {
+		return ""
+	}
+	return l.norm
+}
+
+// compare runs s on both sides in protocol proto and reports every line whose
+// replies differ.
+func compare(t *testing.T, s compatScript, direct, proxied string, prefix string, pipelined bool, proto int) {
 	t.Helper()
-	var want, got []string
+	var ref, prx compatRun
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); want = s.run(direct, prefix, pipelined) }()
-	got = s.run(proxied, prefix, pipelined)
+	go func() { defer wg.Done(); ref = s.run(direct, prefix, pipelined, proto) }()
+	prx = s.run(proxied, prefix, pipelined, proto)
 	wg.Wait()
-	mode := "one by one"
+	mode := fmt.Sprintf("RESP%d, one by one", proto)
 	if pipelined {
-		mode = "pipelined"
+		mode = fmt.Sprintf("RESP%d, pipelined", proto)
 	}
+	for i, want := range ref.hellos {
+		if got := prx.hellos[i]; want != got {
+			t.Errorf("%s (%s), connection %d's HELLO 3:\n redis %q\n proxy %q", s.name, mode, i, want, got)
+		}
+	}
+	want, got := ref.replies, prx.replies
 	for i, l := range s.lines {
 		if strings.Contains(want[i], "<no reply within") {
 			t.Errorf("%s (%s), line %d %s: the reference Redis did not answer: the script is wrong", s.name, mode, i+1, l.input)
@@ -272,7 +327,14 @@ func normalize(how string, replies []string) string {
 	}
 	var b strings.Builder
 	for _, r := range replies {
+		if strings.HasPrefix(r, "<") { // the harness's own note: no reply
+			b.WriteString(r)
+			continue
+		}
 		switch how {
+		case "skip":
+		case "hello":
+			b.WriteString(helloID.ReplaceAllString(r, "${1}<id>\r\n"))
 		case "any":
 			b.WriteString(r[:1])
 		case "ttl":
@@ -298,24 +360,42 @@ func normalize(how string, replies []string) string {
 	return b.String()
 }
 
+// helloID is the field of a HELLO reply that differs between the proxy and
+// Redis: the connection's id. The version is the upstream's, and both sides
+// run the same redis-server.
+var helloID = regexp.MustCompile(`(\$2\r\nid\r\n):\d+\r\n`)
+
+// sortedArray sorts the elements of an array or set reply, or the pairs of a
+// map reply.
 func sortedArray(r string) string {
 	elems, ok := splitReply(r)
 	if !ok {
 		return r
 	}
+	if r[0] == '%' {
+		pairs := make([]string, 0, len(elems)/2)
+		for i := 0; i+1 < len(elems); i += 2 {
+			pairs = append(pairs, elems[i]+elems[i+1])
+		}
+		elems = pairs
+	}
 	sort.Strings(elems)
-	return fmt.Sprintf("*%d\r\n%s", len(elems), strings.Join(elems, ""))
+	return fmt.Sprintf("%c%d\r\n%s", r[0], len(elems), strings.Join(elems, ""))
 }
 
-// splitReply splits an array reply into its elements' encodings.
+// splitReply splits an array, set or map reply into its elements' encodings
+// (a map's keys and values alike).
 func splitReply(r string) ([]string, bool) {
-	if len(r) == 0 || r[0] != '*' {
+	if len(r) == 0 || r[0] != '*' && r[0] != '~' && r[0] != '%' {
 		return nil, false
 	}
 	nl := strings.IndexByte(r, '\n')
 	n, err := strconv.Atoi(r[1 : nl-1])
 	if err != nil || n < 0 {
 		return nil, false
+	}
+	if r[0] == '%' {
+		n *= 2
 	}
 	rest := []byte(r[nl+1:])
 	var out []string
@@ -356,16 +436,20 @@ func startCompat(t *testing.T, o envOptions, ref redistest.Options) *compatEnv {
 
 func (ce *compatEnv) check(t *testing.T, scripts []compatScript) {
 	t.Helper()
-	for i, s := range scripts {
-		compare(t, s, ce.ref.Addr(), ce.e.addr, fmt.Sprintf("one%d_", i), false)
-		if s.pipelinable() {
-			compare(t, s, ce.ref.Addr(), ce.e.addr, fmt.Sprintf("pipe%d_", i), true)
+	for _, proto := range []int{2, 3} {
+		for i, s := range scripts {
+			compare(t, s, ce.ref.Addr(), ce.e.addr, fmt.Sprintf("one%d_%d_", proto, i), false, proto)
+			if s.pipelinable() {
+				compare(t, s, ce.ref.Addr(), ce.e.addr, fmt.Sprintf("pipe%d_%d_", proto, i), true, proto)
+			}
 		}
 	}
 }
 
 // checkConcurrently runs every script from several clients at once, each
-// with its own prefix, on both sides at the same time.
+// with its own prefix, on both sides at the same time: one in two pipelines
+// what it can, and they take turns at the protocols (clients 0 and 1 speak
+// RESP2, 2 and 3 RESP3, and so on).
 func (ce *compatEnv) checkConcurrently(t *testing.T, scripts []compatScript, clients int) {
 	t.Helper()
 	var wg sync.WaitGroup
@@ -373,8 +457,9 @@ func (ce *compatEnv) checkConcurrently(t *testing.T, scripts []compatScript, cli
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
+			proto := 2 + i/2%2
 			for j, s := range scripts {
-				compare(t, s, ce.ref.Addr(), ce.e.addr, fmt.Sprintf("c%d_%d_", i, j), s.pipelinable() && i%2 == 1)
+				compare(t, s, ce.ref.Addr(), ce.e.addr, fmt.Sprintf("c%d_%d_", i, j), s.pipelinable() && i%2 == 1, proto)
 			}
 		}(i)
 	}

@@ -93,6 +93,7 @@ func startEnv(t testing.TB, o envOptions) *env {
 		Policies:   pols,
 		Metrics:    NewMetrics(reg),
 		Limits:     resp.DefaultLimits(),
+		Version:    redisVersion(t, r),
 		MaxClients: o.maxClients,
 	}
 	if o.options != nil {
@@ -135,6 +136,23 @@ func startEnv(t testing.TB, o envOptions) *env {
 	})
 	e := &env{t: t, redis: r, addr: ln.Addr().String(), srv: srv, cache: cache, reg: reg, sub: sub, direct: r.Client(0)}
 	return e
+}
+
+// redisVersion is r's redis_version, which the proxy reports in HELLO, as
+// cmd/cacheproxy passes it.
+func redisVersion(t testing.TB, r *redistest.Server) string {
+	t.Helper()
+	info, err := r.Client(0).Info(context.Background(), "server").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "redis_version:"); ok {
+			return v
+		}
+	}
+	t.Fatalf("no redis_version in INFO server:\n%s", info)
+	return ""
 }
 
 // waitSubscribed waits until the L1 may cache, i.e. the keyspace subscription

@@ -202,7 +202,9 @@ func (c *client) detachedCommand(cmd redcon.Command) {
 	}
 	if ps := c.ps; ps != nil {
 		name := strings.ToLower(string(cmd.Args[0]))
-		if pubsubAllowed(name) {
+		// In RESP3, PING is an ordinary command (orderedCommand): sent to the
+		// subscribed connection, it could run after a later command.
+		if pubsubAllowed(name) && (name != "ping" || c.proto != 3) {
 			ps.send(cmd.Raw)
 			switch name {
 			case "ping":
@@ -232,8 +234,14 @@ func (c *client) detachedCommand(cmd redcon.Command) {
 				c.ps = nil
 			}
 		}
-		if c.ps != nil && !ps.resp3 {
+		// c.proto, not ps.resp3: a RESET sent to the subscribed connection
+		// took it back to RESP2.
+		if c.ps != nil && c.proto != 3 {
 			ps.send(cmd.Raw) // refused by Redis, with its own error
+			return
+		}
+		if c.ps != nil {
+			c.orderedCommand(cmd) // RESP3: among the pushes, as Redis orders them
 			return
 		}
 	}

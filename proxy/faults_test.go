@@ -142,10 +142,13 @@ func pipeliner(ctx context.Context, c *redis.Client, id int, stop <-chan struct{
 		} else if set.Val() != "OK" {
 			t.wrong = append(t.wrong, fmt.Sprintf("SET %s = %q", k, set.Val()))
 		}
-		if err := get.Err(); err == nil && get.Val() != strconv.Itoa(n) || errors.Is(err, redis.Nil) {
-			t.wrong = append(t.wrong, fmt.Sprintf("GET %s = %q, %v", k, get.Val(), err))
-		} else if err == nil && set.Err() != nil {
-			t.wrong = append(t.wrong, fmt.Sprintf("GET %s answered after its SET failed: %v", k, set.Err()))
+		// A failed SET may still have run (only its reply was lost), and
+		// the GET may travel on another connection: it finds n or nothing.
+		switch err := get.Err(); {
+		case err == nil && get.Val() != strconv.Itoa(n):
+			t.wrong = append(t.wrong, fmt.Sprintf("GET %s = %q", k, get.Val()))
+		case errors.Is(err, redis.Nil) && set.Err() == nil:
+			t.wrong = append(t.wrong, fmt.Sprintf("GET %s = nil after its SET succeeded", k))
 		}
 		if incr.Err() != nil {
 			t.unknown++

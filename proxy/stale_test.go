@@ -29,6 +29,18 @@ func TestStaleIfError(t *testing.T) {
 			t.Fatalf("GET %s = %q, %v", k, v, err)
 		}
 	}
+	// The fill is stored just after its reply is written, and only while
+	// the stream is trusted (a fill begun before a Resume is not): read
+	// again until it is kept.
+	for start := time.Now(); e.cache.Last().Len() == 0; {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("stale:k never kept for stale_if_error")
+		}
+		time.Sleep(10 * time.Millisecond)
+		if _, err := c.Get(ctx, "stale:k").Result(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	stored := time.Now()
 	e.bridge.Cut(true)
 	// The stream's loss flushes the L1; reads then miss and fail upstream.

@@ -52,6 +52,14 @@ type Config struct {
 	// upstream. See tls.go.
 	TLS         TLS         `yaml:"tls"`
 	UpstreamTLS UpstreamTLS `yaml:"upstream_tls"`
+	// UpstreamTimeout bounds how long a command on a shared upstream
+	// connection waits for its reply: past it the connection is closed and
+	// every command on it fails. Blocking commands, scripts and transactions
+	// are exempt. 0: no bound.
+	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
+	// UpstreamConnectTimeout bounds connecting to the upstream and readying
+	// the connection (AUTH, HELLO, SELECT).
+	UpstreamConnectTimeout time.Duration `yaml:"upstream_connect_timeout"`
 }
 
 // L1 sizes the in-process cache.
@@ -95,6 +103,10 @@ type Policy struct {
 	// larger ones are answered from upstream every time. 0: no bound.
 	MaxValueBytes ByteSize `yaml:"max_value_bytes"`
 	Pool          string   `yaml:"pool"` // an l1.pools name; "" or "default": the default pool
+	// StaleIfError serves reads of the policy's keys from their last cached
+	// reply, if no older than this, while the upstream cannot be reached.
+	// 0: off.
+	StaleIfError time.Duration `yaml:"stale_if_error"`
 }
 
 // Limits bound what one client may send.
@@ -178,16 +190,17 @@ type Log struct {
 // Default returns the configuration used for everything the file leaves out.
 func Default() *Config {
 	return &Config{
-		Listen:        "127.0.0.1:6380",
-		Upstream:      "redis://127.0.0.1:6379/0",
-		Auth:          Auth{Default: Permissions{Admin: true}, ProtectedMode: true},
-		TLS:           TLS{ClientAuth: "require", MinVersion: "1.2"},
-		UpstreamTLS:   UpstreamTLS{MinVersion: "1.2"},
-		Metrics:       "127.0.0.1:9180",
-		L1:            L1{MaxMemory: 256 * MiB},
-		PolicyList:    []Policy{{Prefix: "", TTL: 10 * time.Second}},
-		Limits:        Limits{ProtoMaxBulkLen: 512 * MiB, MaxClients: 10000, TrackingTableMaxKeys: 1_000_000},
-		UpstreamConns: 2,
+		Listen:                 "127.0.0.1:6380",
+		Upstream:               "redis://127.0.0.1:6379/0",
+		Auth:                   Auth{Default: Permissions{Admin: true}, ProtectedMode: true},
+		TLS:                    TLS{ClientAuth: "require", MinVersion: "1.2"},
+		UpstreamTLS:            UpstreamTLS{MinVersion: "1.2"},
+		Metrics:                "127.0.0.1:9180",
+		L1:                     L1{MaxMemory: 256 * MiB},
+		PolicyList:             []Policy{{Prefix: "", TTL: 10 * time.Second}},
+		Limits:                 Limits{ProtoMaxBulkLen: 512 * MiB, MaxClients: 10000, TrackingTableMaxKeys: 1_000_000},
+		UpstreamConns:          2,
+		UpstreamConnectTimeout: 5 * time.Second,
 		Invalidation: Invalidation{
 			Mode:           "keyspace",
 			ConfigSet:      true,
@@ -241,7 +254,7 @@ func (c *Config) compilePolicies() (*policy.Set, error) {
 }
 
 func (p Policy) resolve() policy.Policy {
-	r := policy.Policy{Prefix: p.Prefix, Cache: p.TTL > 0, TTL: p.TTL, CacheNil: true, MaxValueBytes: int64(p.MaxValueBytes), Pool: p.Pool}
+	r := policy.Policy{Prefix: p.Prefix, Cache: p.TTL > 0, TTL: p.TTL, CacheNil: true, MaxValueBytes: int64(p.MaxValueBytes), Pool: p.Pool, StaleIfError: p.StaleIfError}
 	if r.Pool == DefaultPool {
 		r.Pool = ""
 	}
@@ -319,6 +332,12 @@ func (c *Config) validate() []fieldError {
 	errs = append(errs, c.validateAuth()...)
 	if c.UpstreamConns < 1 {
 		add("upstream_conns", "%d must be at least 1 (e.g. 2)", c.UpstreamConns)
+	}
+	if c.UpstreamTimeout < 0 {
+		add("upstream_timeout", "%v is negative (e.g. 1s; 0: no bound)", c.UpstreamTimeout)
+	}
+	if c.UpstreamConnectTimeout <= 0 {
+		add("upstream_connect_timeout", "%v must be positive (e.g. 5s)", c.UpstreamConnectTimeout)
 	}
 	switch c.Invalidation.Mode {
 	case "keyspace", "tracking":
@@ -456,6 +475,11 @@ func (c *Config) validatePolicies() []fieldError {
 		caches := p.TTL > 0 && (p.Cache == nil || *p.Cache)
 		if p.MaxValueBytes > 0 && !caches {
 			errs = append(errs, fieldError{at + ".max_value_bytes", "is set but the policy does not cache: remove it, or give a ttl"})
+		}
+		if p.StaleIfError < 0 {
+			errs = append(errs, fieldError{at + ".stale_if_error", fmt.Sprintf("%v is negative (e.g. 30s; 0: off)", p.StaleIfError)})
+		} else if p.StaleIfError > 0 && !caches {
+			errs = append(errs, fieldError{at + ".stale_if_error", "is set but the policy does not cache: remove it, or give a ttl"})
 		}
 		if _, ok := c.L1.Pools[p.Pool]; p.Pool != "" && p.Pool != DefaultPool && !ok {
 			errs = append(errs, fieldError{at + ".pool", fmt.Sprintf("%q is not in l1.pools (%s)", p.Pool, c.poolNames())})

@@ -338,6 +338,8 @@ func TestDefault(t *testing.T) {
 		Auth:          Auth{Default: Permissions{Admin: true}, ProtectedMode: true},
 		TLS:           TLS{ClientAuth: "require", MinVersion: "1.2"},
 		UpstreamTLS:   UpstreamTLS{MinVersion: "1.2"},
+
+		UpstreamConnectTimeout: 5 * time.Second,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v\nwant %+v", c, want)

@@ -50,6 +50,10 @@ type Config struct {
 	// waiting in ristretto's set buffer (at most 1/16 of MaxBytes, which is
 	// also the largest entry stored). Required; at least 1 MiB.
 	MaxBytes int64
+	// Last, when set, also keeps the reply of each fill marked KeepLast that
+	// Store keeps, for stale-if-error (see Last). Several caches may share
+	// one. nil: no fill's reply is kept beyond the cache.
+	Last *Last
 }
 
 // Cache is safe for concurrent use. Get takes no lock shared by all goroutines
@@ -83,6 +87,7 @@ type Cache struct {
 	queued    atomic.Int64
 	maxQueued int64
 	maxBytes  int64 // Config.MaxBytes
+	last      *Last // Config.Last
 
 	st counters
 
@@ -111,6 +116,7 @@ type Fill struct {
 	spoiled  bool
 	resolved bool          // reply, ttl, at and why are set
 	stored   bool          // Store has run
+	keepLast bool          // set by the leader before Store: see KeepLast
 	ttl      time.Duration // what Resolve was given
 	at       int64         // when Resolve ran: the TTL counts from here
 	why      *atomic.Int64 // the counter of why Store will not keep the reply; nil: it may
@@ -247,6 +253,7 @@ func New(cfg Config) (*Cache, error) {
 	c := &Cache{
 		maxQueued: maxQueued,
 		maxBytes:  cfg.MaxBytes,
+		last:      cfg.Last,
 		hashMask:  ^uint64(0),
 		now:       func() int64 { return int64(time.Since(base)) },
 	}
@@ -475,6 +482,9 @@ func (c *Cache) Store(f *Fill) bool {
 		c.st.droppedStale.Add(1)
 		return false
 	}
+	if f.keepLast && c.last != nil {
+		c.last.put(c, f) // under s.mu, as the store below: see Last
+	}
 	return c.store(s, f)
 }
 
@@ -617,6 +627,9 @@ func (c *Cache) Invalidate(db int, key []byte) {
 			e.dead.Store(true) // a colliding key's entry too: a miss, never stale
 		}
 	}
+	if c.last != nil {
+		c.last.invalidate(db, key)
+	}
 	g := &c.guards[rand.Uint32()%numGuards]
 	g.RLock()
 	if !c.closed.Load() {
@@ -645,12 +658,18 @@ func (c *Cache) InvalidateEveryDB(key []byte) {
 func (c *Cache) FlushDB(db int) {
 	c.st.flushes.Add(1)
 	c.dbEpochs[uint(db)%dbSlots].Add(1)
+	if c.last != nil {
+		c.last.flushDB(db)
+	}
 }
 
 // FlushAll drops every entry and spoils every fill in flight.
 func (c *Cache) FlushAll() {
 	c.st.flushes.Add(1)
 	c.global.Add(1)
+	if c.last != nil {
+		c.last.clear()
+	}
 	c.clear()
 }
 
@@ -669,8 +688,14 @@ func (c *Cache) Suspend() {
 // whose invalidation was lost may have overtaken them.
 func (c *Cache) Resume() {
 	c.global.Add(1)
+	if c.last != nil {
+		c.last.clear() // see Last: the gap's writes are unknown
+	}
 	c.suspended.Store(false)
 }
+
+// Last is Config.Last.
+func (c *Cache) Last() *Last { return c.last }
 
 // clear reclaims the memory of entries a bump of the global epoch made
 // invisible. Correctness does not depend on it: ristretto's Clear is not atomic,

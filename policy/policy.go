@@ -27,6 +27,10 @@ type Policy struct {
 	// Pool names the L1 memory pool the policy's entries live in; "" is the
 	// default pool. The caller decides which names exist.
 	Pool string
+	// StaleIfError, when positive, lets a read of the policy's keys that
+	// fails because the upstream cannot be reached be answered with the
+	// key's last reply the L1 stored, if no older than this. It needs Cache.
+	StaleIfError time.Duration
 	// Index is the policy's position in the compiled Set, for callers that keep
 	// per-policy counters in a slice. Compile assigns it; the input value is ignored.
 	Index int
@@ -70,6 +74,8 @@ func Compile(ps []Policy) (*Set, error) {
 			return nil, fmt.Errorf("policy %q: TTL %v given but caching is off", p.Prefix, p.TTL)
 		case p.MaxValueBytes < 0:
 			return nil, fmt.Errorf("policy %q: negative MaxValueBytes %d", p.Prefix, p.MaxValueBytes)
+		case p.StaleIfError < 0 || p.StaleIfError > 0 && !p.Cache:
+			return nil, fmt.Errorf("policy %q: StaleIfError %v needs caching and must not be negative", p.Prefix, p.StaleIfError)
 		}
 		if !p.Cache {
 			p.CacheNil = false

@@ -366,8 +366,17 @@ func (c *client) emitUpstreamError(err error) {
 func (c *client) settle(s *slot) {
 	switch s.kind {
 	case slotFill:
+		if s.idx >= c.batch.Answered() && s.pol.StaleIfError > 0 {
+			if old, ok := c.staleIfError(s.fill, s.pol); ok {
+				c.resolve(s.fill, old, 0, false)
+				return
+			}
+		}
 		reply := c.upReply(s.idx)
 		ttl, store := fillTTL(s.pol, reply, c.upReply(s.aux), time.Since(c.sent))
+		if store && s.pol.StaleIfError > 0 {
+			s.fill.KeepLast()
+		}
 		c.resolve(s.fill, append([]byte(nil), reply...), ttl, store)
 	case slotWrite:
 		c.invalidateWrite(c.db, s.info, s.args)

@@ -26,6 +26,7 @@ type Metrics struct {
 
 	hits, misses *shardedVec // by policy prefix; they outlive reloads
 	commands     *commandCounters
+	staleServed  *prometheus.CounterVec // by policy prefix; rare, so not sharded
 
 	invalidations *prometheus.CounterVec
 	inv           struct{ write, keyspace, flush, admin, reload prometheus.Counter }
@@ -59,6 +60,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		hits:     newShardedVec("cacheproxy_l1_hits_total", "Cacheable reads answered from the L1, by policy prefix.", "policy"),
 		misses:   newShardedVec("cacheproxy_l1_misses_total", "Cacheable reads the L1 could not answer, by policy prefix.", "policy"),
 		commands: newCommandCounters(),
+		staleServed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cacheproxy_l1_stale_served_total",
+			Help: "Cacheable reads answered with a stale reply because the upstream could not be reached (stale_if_error), by policy prefix.",
+		}, []string{"policy"}),
 		invalidations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cacheproxy_invalidations_total",
 			Help: "L1 invalidations by source: write (a key written through the proxy), keyspace (a key notified by the upstream), " +
@@ -116,7 +121,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.reloadResult.ok = m.reloads.WithLabelValues("success")
 	m.reloadResult.failed = m.reloads.WithLabelValues("failure")
 	m.reloadOK.Set(1)
-	reg.MustRegister(m.hits, m.misses, m.commands, m.invalidations, m.upstream, m.upstreamErrs,
+	reg.MustRegister(m.hits, m.misses, m.commands, m.staleServed, m.invalidations, m.upstream, m.upstreamErrs,
 		m.clients, m.accepted, m.refused, m.caching, m.reloads, m.reloadOK, poolCollector{m})
 	return m
 }

@@ -15,5 +15,5 @@ func (p *Pool) Raw(ctx context.Context, db int) (net.Conn, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
 	}
-	return p.connect(ctx, db)
+	return p.connect(ctx, db, p.cfg.DialTimeout)
 }

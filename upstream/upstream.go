@@ -28,6 +28,10 @@
 //
 // A request is never retried: when a connection breaks, every batch on it that
 // has not been answered fails, because a write on it may already have run.
+// With Config.RequestTimeout, a shared connection on which a batch waits that
+// long for its replies is closed, with the same effect. Dials that fail back
+// off (see backoff.go): within the back-off window a new connection fails at
+// once with the last dial's error, so a Redis that is down is not hammered.
 // The package knows nothing of caching or of what commands mean.
 package upstream
 
@@ -57,6 +61,14 @@ type Config struct {
 	Databases int
 	// DialTimeout bounds connecting and the handshake. Default 5s.
 	DialTimeout time.Duration
+	// RequestTimeout, when positive, bounds how long a batch on a shared
+	// connection waits for its replies: past it the connection is closed and
+	// every batch on it fails with ErrTimeout (a request is never retried,
+	// since it may have run). It also bounds the dial of a shared connection,
+	// when shorter than DialTimeout. Dedicated connections (transactions,
+	// blocking commands, scripts) are exempt: they may wait as long as their
+	// commands do. 0: no bound.
+	RequestTimeout time.Duration
 	// Protocol is the RESP version of every connection the pool makes: 2, or
 	// 3 for RESP3 clients, whose replies must come from a connection in
 	// RESP3 (it opens with HELLO 3). 0 means 2.
@@ -80,6 +92,8 @@ type Pool struct {
 
 	mu        sync.Mutex // guards dedicated
 	dedicated map[*Conn]struct{}
+
+	bo backoff // of failing dials
 }
 
 type slot struct {
@@ -104,6 +118,9 @@ func New(cfg Config) (*Pool, error) {
 	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.DialTimeout < 0 || cfg.RequestTimeout < 0 {
+		return nil, fmt.Errorf("upstream: negative DialTimeout %v or RequestTimeout %v", cfg.DialTimeout, cfg.RequestTimeout)
 	}
 	switch cfg.Protocol {
 	case 0:
@@ -150,7 +167,7 @@ func (p *Pool) shared(ctx context.Context, s *slot, db int) (*Conn, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
 	}
-	c, err := p.dial(ctx, db)
+	c, err := p.dial(ctx, db, p.cfg.RequestTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +183,7 @@ func (p *Pool) Dedicated(ctx context.Context, db int) (*Conn, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
 	}
-	c, err := p.dial(ctx, db)
+	c, err := p.dial(ctx, db, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -230,17 +247,45 @@ func (p *Pool) Close() {
 	}
 }
 
-func (p *Pool) dial(ctx context.Context, db int) (*Conn, error) {
-	nc, err := p.connect(ctx, db)
+// dial makes a connection for database db whose batches wait at most timeout
+// (0: no bound) for their replies. While dials fail it backs off: see backoff.
+func (p *Pool) dial(ctx context.Context, db int, timeout time.Duration) (*Conn, error) {
+	addr := p.addr()
+	started, err := p.bo.allow(addr)
 	if err != nil {
 		return nil, err
 	}
-	return newConn(nc), nil
+	limit := p.cfg.DialTimeout
+	if timeout > 0 && timeout < limit {
+		limit = timeout
+	}
+	nc, err := p.connect(ctx, db, limit)
+	var re *ReplyError
+	switch {
+	case err == nil || errors.As(err, &re):
+		// Redis answered: busy or loading is no reason to wait.
+		p.bo.succeeded(addr)
+	case ctx.Err() == nil:
+		p.bo.failed(addr, started, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return newConn(nc, timeout), nil
 }
 
-// connect dials the upstream and runs the handshake for database db.
-func (p *Pool) connect(ctx context.Context, db int) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+// addr is where the next dial goes.
+func (p *Pool) addr() string {
+	if p.cfg.Target != nil {
+		return p.cfg.Target.Addr()
+	}
+	return p.cfg.Addr
+}
+
+// connect dials the upstream and runs the handshake for database db, all
+// within limit.
+func (p *Pool) connect(ctx context.Context, db int, limit time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	addr, nc, err := p.dialTCP(ctx)
 	if err != nil {
@@ -271,6 +316,10 @@ type Batch struct {
 	ends []int  // ends[i] is the end of reply i in buf
 	err  error
 	done chan struct{} // wakes the owner: batch finished, or reading handed over
+
+	// Guarded by the connection's mu while the batch is on it: when its
+	// replies are due (Config.RequestTimeout).
+	deadline time.Time
 
 	// Guarded by the connection's mu while the batch is on it.
 	finished bool // answered or failed; the owner may return
@@ -332,6 +381,13 @@ type Conn struct {
 	stopped chan struct{} // closed once the connection is dead and every batch finished
 	onClose func()
 
+	// timeout bounds each batch's wait for its replies; 0: no bound. timer
+	// fires at the oldest unanswered batch's deadline (see expire); armed,
+	// guarded by mu, says it is set.
+	timeout time.Duration
+	timer   *time.Timer
+	armed   bool
+
 	mu       sync.Mutex
 	err      error    // set once; the connection is dead
 	queue    []*Batch // waiting to be written
@@ -362,17 +418,23 @@ const (
 	readAhead = bufSize
 )
 
-func newConn(nc net.Conn) *Conn {
+func newConn(nc net.Conn, timeout time.Duration) *Conn {
 	if tc, ok := socket(nc).(*net.TCPConn); ok {
 		_ = tc.SetKeepAlive(true)
 		_ = tc.SetKeepAlivePeriod(30 * time.Second)
 	}
-	return &Conn{
+	c := &Conn{
 		nc:      nc,
 		stopped: make(chan struct{}),
 		w:       bufio.NewWriterSize(nc, bufSize),
 		rbuf:    make([]byte, 0, bufSize),
+		timeout: timeout,
 	}
+	if timeout > 0 {
+		c.timer = time.AfterFunc(time.Hour, c.expire)
+		c.timer.Stop()
+	}
+	return c
 }
 
 // Do sends b and waits for its replies (or the connection's failure).
@@ -393,6 +455,13 @@ func (c *Conn) Do(b *Batch) {
 		return
 	}
 	c.queue = append(c.queue, b)
+	if c.timeout > 0 {
+		b.deadline = time.Now().Add(c.timeout)
+		if !c.armed {
+			c.armed = true
+			c.timer.Reset(c.timeout)
+		}
+	}
 	if !c.writing {
 		c.writing = true
 		c.mu.Unlock()
@@ -466,8 +535,43 @@ func (c *Conn) dieLocked(err error) {
 	if c.err == nil {
 		c.err = err
 		c.nc.Close() // wakes a reader or writer blocked on the socket
+		if c.timer != nil {
+			c.timer.Stop()
+		}
 		c.reap()
 	}
+}
+
+// ErrTimeout fails the batches of a shared connection closed because one of
+// them waited longer than Config.RequestTimeout for its replies.
+var ErrTimeout = errors.New("upstream: no reply within the request timeout; connection closed")
+
+// expire runs on the timer: it closes the connection if its oldest unanswered
+// batch is past its deadline, else sets the timer for that deadline. Batches
+// go out and are answered in queue order, so the oldest is the first of
+// inflight, or of queue when nothing is in flight.
+func (c *Conn) expire() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.armed = false
+	if c.err != nil {
+		return
+	}
+	var oldest *Batch
+	switch {
+	case c.ihead < len(c.inflight):
+		oldest = c.inflight[c.ihead]
+	case len(c.queue) > 0:
+		oldest = c.queue[0]
+	default:
+		return
+	}
+	if d := time.Until(oldest.deadline); d > 0 {
+		c.armed = true
+		c.timer.Reset(d)
+		return
+	}
+	c.dieLocked(fmt.Errorf("%w (%v)", ErrTimeout, c.timeout))
 }
 
 // reap fails every batch left on a dead connection, once no goroutine holds a

@@ -444,7 +444,7 @@ func TestLargePipelineIsReadWhileWritten(t *testing.T) {
 	}
 	bp := &backpressured{Conn: nc, window: 1 << 20}
 	bp.cond = sync.NewCond(&bp.mu)
-	c := newConn(bp)
+	c := newConn(bp, 0)
 	defer c.Close()
 	v := strings.Repeat("v", 1000)
 	var b Batch

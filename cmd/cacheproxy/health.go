@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -50,7 +51,7 @@ func (h *health) problems(ctx context.Context) []string {
 	}
 	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
-	if err := h.ping(ctx); err != nil {
+	if err := h.pingWithin(ctx); err != nil {
 		out = append(out, "upstream: "+err.Error())
 	}
 	sub := h.sub.Load()
@@ -66,4 +67,18 @@ func (h *health) problems(ctx context.Context) []string {
 		}
 	}
 	return out
+}
+
+// pingWithin is ping bounded by ctx even when the client does not apply
+// ctx's deadline to the socket: go-redis waits for its own read timeout on
+// an upstream that has gone silent (a blackhole), longer than a probe's.
+func (h *health) pingWithin(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- h.ping(ctx) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("no PONG within %v: %w", pingTimeout, ctx.Err())
+	}
 }

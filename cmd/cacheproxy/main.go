@@ -172,6 +172,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		Conns:     cfg.UpstreamConns,
 		Databases: info.databases,
 		TLS:       opts.TLSConfig,
+
+		DialTimeout:    cfg.UpstreamConnectTimeout,
+		RequestTimeout: cfg.UpstreamTimeout,
 	}
 	if follow != nil {
 		ucfg.Target = follow.target
@@ -375,8 +378,14 @@ func (f *flags) parse(data []byte) (*config.Config, error) {
 // newPools makes the L1's pools: the default one and the named ones.
 func newPools(c config.L1) (def *l1.Cache, named map[string]*l1.Cache, err error) {
 	named = map[string]*l1.Cache{}
+	// stale_if_error's last replies, shared by every pool, beside the L1's
+	// budget: an eighth of it (see README, Upstream trouble).
+	last, err := l1.NewLast(max(int64(c.MaxMemory)/8, 1<<10))
+	if err != nil {
+		return nil, nil, err
+	}
 	for name, budget := range c.PoolBudgets() {
-		cache, err := l1.New(l1.Config{MaxBytes: int64(budget)})
+		cache, err := l1.New(l1.Config{MaxBytes: int64(budget), Last: last})
 		if err != nil {
 			for _, c := range named {
 				c.Close()

@@ -110,13 +110,15 @@ func TestTLSBothSides(t *testing.T) {
 	if err := c.Set(bg, "k", "v1", 0).Err(); err != nil {
 		t.Fatalf("SET over TLS: %v; log:\n%s", err, p.logs)
 	}
-	for range 3 {
+	// The L1 admits a new entry through a buffer: a read right after the
+	// first may still miss, so only most reads must be hits.
+	for range 10 {
 		if got, err := c.Get(bg, "k").Result(); err != nil || got != "v1" {
 			t.Fatalf("GET over TLS: %q, %v", got, err)
 		}
 	}
-	if got := redisGets(t, p.redis); got != "1" {
-		t.Errorf("Redis ran %s GETs for 3 reads, want 1 (the others from the L1)", got)
+	if got := redisGets(t, p.redis); got != "1" && got != "2" && got != "3" {
+		t.Errorf("Redis ran %s GETs for 10 reads, want at most 3 (the others from the L1)", got)
 	}
 
 	// A write made on Redis itself reaches the L1.

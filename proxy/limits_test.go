@@ -1,0 +1,322 @@
+package proxy
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// cachedValue stores a value of n bytes under key and waits until the proxy
+// answers it from the L1.
+func cachedValue(t *testing.T, e *env, key string, n int) {
+	t.Helper()
+	e.waitSubscribed()
+	if err := e.direct.Set(bg, key, strings.Repeat("x", n), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := e.client(0)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		hits := e.counter("cacheproxy_l1_hits_total", nil)
+		if v, err := c.Get(bg, key).Result(); err != nil || len(v) != n {
+			t.Fatalf("GET %s: %d bytes, %v", key, len(v), err)
+		}
+		if e.counter("cacheproxy_l1_hits_total", nil) > hits {
+			return
+		}
+		e.cache.Wait()
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never became an L1 hit", key)
+		}
+	}
+}
+
+// flood connects n clients that each pipeline count GETs of key and never
+// read a reply. Closing the returned function hangs them all up.
+func flood(t *testing.T, addr, key string, n, count int) (hangUp func()) {
+	t.Helper()
+	var req bytes.Buffer
+	for range count {
+		req.WriteString("*2\r\n$3\r\nGET\r\n$" + strconv.Itoa(len(key)) + "\r\n" + key + "\r\n")
+	}
+	conns := make([]net.Conn, n)
+	var wg sync.WaitGroup
+	for i := range conns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+			_, _ = c.Write(req.Bytes()) // fails once the proxy drops the client
+		}()
+	}
+	var once sync.Once
+	hangUp = func() {
+		once.Do(func() {
+			for _, c := range conns {
+				c.Close()
+			}
+			wg.Wait()
+		})
+	}
+	t.Cleanup(hangUp)
+	return hangUp
+}
+
+// memSample is the process's resident set and the Go heap in use.
+type memSample struct{ rss, heap uint64 }
+
+func sampleMem() memSample {
+	var m memSample
+	if b, err := os.ReadFile("/proc/self/statm"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 1 {
+			pages, _ := strconv.ParseUint(f[1], 10, 64)
+			m.rss = pages * uint64(os.Getpagesize())
+		}
+	}
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	m.heap = s[0].Value.Uint64()
+	return m
+}
+
+// cpuTime is the CPU time the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// pinger pings through the proxy in a loop until stop, and records each
+// round trip. Every PING must be answered.
+type pinger struct {
+	mu   sync.Mutex
+	rtts []time.Duration
+	errs int
+	stop chan struct{}
+	done chan struct{}
+}
+
+func startPinger(e *env) *pinger {
+	p := &pinger{stop: make(chan struct{}), done: make(chan struct{})}
+	c := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 1, Protocol: 2, MaxRetries: -1, ReadTimeout: 10 * time.Second})
+	go func() {
+		defer close(p.done)
+		defer c.Close()
+		for {
+			select {
+			case <-p.stop:
+				return
+			default:
+			}
+			start := time.Now()
+			err := c.Ping(bg).Err()
+			p.mu.Lock()
+			if err != nil {
+				p.errs++
+			} else {
+				p.rtts = append(p.rtts, time.Since(start))
+			}
+			p.mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	return p
+}
+
+// end stops the pinger and returns its count, p50, p99 and max.
+func (p *pinger) end() (n, errs int, p50, p99, worst time.Duration) {
+	close(p.stop)
+	<-p.done
+	r := slices.Clone(p.rtts)
+	slices.Sort(r)
+	if len(r) == 0 {
+		return 0, p.errs, 0, 0, 0
+	}
+	return len(r), p.errs, r[len(r)/2], r[len(r)*99/100], r[len(r)-1]
+}
+
+// TestOutputBufferFlood: twenty clients pipeline 2,000 GETs each of a 1 MB
+// cached value and never read. The proxy drops each of them at the normal
+// class's hard limit instead of building gigabytes of replies, counts them,
+// and keeps answering a bystander; once they hang up it goes back to idle.
+func TestOutputBufferFlood(t *testing.T) {
+	const (
+		flooders = 20
+		gets     = 2000
+		size     = 1 << 20
+		hard     = 8 << 20
+		clients  = 64 << 20
+	)
+	e := startEnv(t, envOptions{options: func(o *Options) {
+		o.Clients = ClientLimits{Normal: OutputLimit{Hard: hard, Soft: 4 << 20, SoftFor: 2 * time.Second}, MaxMemory: clients}
+	}})
+	cachedValue(t, e, "big", size)
+
+	runtime.GC()
+	base := sampleMem()
+	var peak memSample
+	sampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			m := sampleMem()
+			peak.rss, peak.heap = max(peak.rss, m.rss), max(peak.heap, m.heap)
+			select {
+			case <-sampling:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+
+	ping := startPinger(e)
+	start := time.Now()
+	hangUp := flood(t, e.addr, "big", flooders, gets)
+	deadline := time.Now().Add(15 * time.Second)
+	drops := func() (out, mem float64) {
+		return e.counter("cacheproxy_client_disconnects_total", map[string]string{"reason": "output_buffer"}),
+			e.counter("cacheproxy_client_disconnects_total", map[string]string{"reason": "clients_memory"})
+	}
+	for {
+		out, mem := drops()
+		if out+mem >= flooders {
+			t.Logf("flooders dropped: %v over their output buffer, %v over clients' memory", out, mem)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 15s, %v of %d flooders dropped over their output buffer, %v over clients' memory", out, flooders, mem)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	dropped := time.Since(start)
+	time.Sleep(200 * time.Millisecond) // the bystander keeps going after the flood
+	n, errs, p50, p99, worst := ping.end()
+	close(sampling)
+	<-sampled
+
+	t.Logf("flooders dropped after %v; RSS %d MiB -> peak %d MiB (+%d MiB), heap %d MiB -> peak %d MiB",
+		dropped.Round(time.Millisecond), base.rss>>20, peak.rss>>20, (peak.rss-min(base.rss, peak.rss))>>20, base.heap>>20, peak.heap>>20)
+	t.Logf("bystander: %d PINGs, %d errors, p50 %v, p99 %v, max %v", n, errs, p50, p99, worst)
+	if errs > 0 || n == 0 {
+		t.Errorf("bystander: %d PINGs answered, %d failed", n, errs)
+	}
+	// The clients together hold at most clients_max_memory, and each a
+	// reply and an accounting step more while it builds; a buffer that grows
+	// by appending leaves as much again behind as garbage, and the garbage
+	// collector lets the heap reach twice what is live. Unbounded, the flood
+	// takes gigabytes.
+	if growth := int64(peak.heap) - int64(base.heap); growth > 4*(clients+flooders*(size+memStep))+64<<20 {
+		t.Errorf("heap grew by %d MiB during the flood", growth>>20)
+	}
+
+	hangUp()
+	cpu0, t0 := cpuTime(), time.Now()
+	time.Sleep(time.Second)
+	busy := float64(cpuTime()-cpu0) / float64(time.Since(t0))
+	t.Logf("after the flooders hung up: %.1f%% of a CPU over 1s", busy*100)
+	if got := e.counter("cacheproxy_connected_clients", nil); got > 2 {
+		t.Errorf("%v clients still connected after the flooders hung up", got)
+	}
+}
+
+// TestOutputBufferSoftLimit: a client whose replies stay above the soft limit
+// for longer than its grace is dropped; one that reads them is not.
+func TestOutputBufferSoftLimit(t *testing.T) {
+	e := startEnv(t, envOptions{options: func(o *Options) {
+		o.Clients = ClientLimits{Normal: OutputLimit{Soft: 4 << 20, SoftFor: 300 * time.Millisecond}}
+	}})
+	cachedValue(t, e, "mid", 1<<20)
+	// 16 replies of 1 MiB exceed what loopback sockets buffer by far.
+	hangUp := flood(t, e.addr, "mid", 1, 16)
+	defer hangUp()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.counter("cacheproxy_client_disconnects_total", map[string]string{"reason": "output_buffer"}) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("a client that never reads was not dropped at the soft limit")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A client that reads gets every reply, past the soft limit or not.
+	c := e.client(0)
+	vals, err := c.Pipelined(bg, func(p redis.Pipeliner) error {
+		for range 16 {
+			p.Get(bg, "mid")
+		}
+		return nil
+	})
+	if err != nil || len(vals) != 16 {
+		t.Fatalf("a reading client: %d replies, %v", len(vals), err)
+	}
+	if n := e.counter("cacheproxy_client_disconnects_total", map[string]string{"reason": "output_buffer"}); n != 1 {
+		t.Errorf("output_buffer disconnects %v, want 1", n)
+	}
+}
+
+// TestClientsMaxMemory: past the memory all clients may hold, the clients
+// holding most are dropped until the rest fit.
+func TestClientsMaxMemory(t *testing.T) {
+	e := startEnv(t, envOptions{options: func(o *Options) {
+		o.Clients = ClientLimits{MaxMemory: 24 << 20}
+	}})
+	cachedValue(t, e, "big", 1<<20)
+	flood(t, e.addr, "big", 4, 20) // 20 MiB each, never read
+	deadline := time.Now().Add(10 * time.Second)
+	for e.counter("cacheproxy_client_disconnects_total", map[string]string{"reason": "clients_memory"}) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("clients_memory disconnects %v, want at least 3",
+				e.counter("cacheproxy_client_disconnects_total", map[string]string{"reason": "clients_memory"}))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := e.client(0).Ping(bg).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestIdleTimeout: an idle client is closed after limits.timeout; one blocked
+// on a command is not.
+func TestIdleTimeout(t *testing.T) {
+	e := startEnv(t, envOptions{options: func(o *Options) {
+		o.Clients = ClientLimits{Timeout: 300 * time.Millisecond, TCPKeepAlive: time.Minute}
+	}})
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	blocked := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 1, Protocol: 2, ReadTimeout: 5 * time.Second})
+	defer blocked.Close()
+	res := make(chan error, 1)
+	go func() { res <- blocked.BLPop(bg, time.Second, "nolist").Err() }()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("an idle client read a reply it never asked for")
+	}
+	if n := e.counter("cacheproxy_client_disconnects_total", map[string]string{"reason": "timeout"}); n < 1 {
+		t.Errorf("timeout disconnects %v", n)
+	}
+	if err := <-res; err != redis.Nil {
+		t.Errorf("BLPOP blocked past the idle timeout: %v, want a nil reply", err)
+	}
+}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"os"
 	"runtime"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/tidwall/redcon"
 )
 
 // cachedValue stores a value of n bytes under key and waits until the proxy
@@ -318,5 +320,24 @@ func TestIdleTimeout(t *testing.T) {
 	}
 	if err := <-res; err != redis.Nil {
 		t.Errorf("BLPOP blocked past the idle timeout: %v, want a nil reply", err)
+	}
+}
+
+// TestBufferLen: the size of redcon's reply buffer is read without copying
+// it; if redcon's Writer changes, measuring falls back to copying, which
+// makes building a batch quadratic again, and this fails.
+func TestBufferLen(t *testing.T) {
+	if writerBuf < 0 {
+		t.Fatal("redcon.Writer has no reply buffer field b: bufferLen copies the buffer")
+	}
+	w := redcon.NewWriter(io.Discard)
+	for i := range 100 {
+		w.WriteBulkString(strings.Repeat("v", i))
+		if got, want := bufferLen(w), len(w.Buffer()); got != want {
+			t.Fatalf("bufferLen %d, buffer holds %d", got, want)
+		}
+	}
+	if err := w.Flush(); err != nil || bufferLen(w) != 0 {
+		t.Fatalf("after Flush: bufferLen %d, %v", bufferLen(w), err)
 	}
 }

@@ -116,6 +116,34 @@ type Limits struct {
 	// TrackingTableMaxKeys bounds the keys remembered for clients' CLIENT
 	// TRACKING, as Redis's tracking-table-max-keys; 0: no bound.
 	TrackingTableMaxKeys int `yaml:"tracking_table_max_keys"` // >= 0
+	// ClientQueryBufferLimit bounds a client's unparsed input, as Redis's
+	// client-query-buffer-limit; >= 1MiB and >= proto_max_bulk_len.
+	ClientQueryBufferLimit ByteSize `yaml:"client_query_buffer_limit"`
+	// ClientOutputBufferLimit bounds the replies held for a client that
+	// does not read them, per class, as Redis's client-output-buffer-limit.
+	ClientOutputBufferLimit OutputBufferLimits `yaml:"client_output_buffer_limit"`
+	// ClientsMaxMemory bounds the output all clients hold together, as
+	// Redis's maxmemory-clients; past it the biggest are dropped. 0: none.
+	ClientsMaxMemory ByteSize `yaml:"clients_max_memory"`
+	// Timeout closes a client idle this long, as Redis's timeout; 0: never.
+	Timeout time.Duration `yaml:"timeout"`
+	// TCPKeepAlive is client sockets' keepalive period, as Redis's
+	// tcp-keepalive; 0: off.
+	TCPKeepAlive time.Duration `yaml:"tcp_keepalive"`
+}
+
+// OutputBufferLimits are client_output_buffer_limit's classes.
+type OutputBufferLimits struct {
+	Normal OutputBufferLimit `yaml:"normal"`
+	PubSub OutputBufferLimit `yaml:"pubsub"`
+}
+
+// OutputBufferLimit is one class's limits: a client past Hard, or past Soft
+// for longer than SoftSeconds, is disconnected. 0 turns a limit off.
+type OutputBufferLimit struct {
+	Hard        ByteSize `yaml:"hard"`
+	Soft        ByteSize `yaml:"soft"`
+	SoftSeconds int      `yaml:"soft_seconds"`
 }
 
 // Auth is who may use the proxy, and what each user may do. Clients AUTH to
@@ -190,15 +218,20 @@ type Log struct {
 // Default returns the configuration used for everything the file leaves out.
 func Default() *Config {
 	return &Config{
-		Listen:                 "127.0.0.1:6380",
-		Upstream:               "redis://127.0.0.1:6379/0",
-		Auth:                   Auth{Default: Permissions{Admin: true}, ProtectedMode: true},
-		TLS:                    TLS{ClientAuth: "require", MinVersion: "1.2"},
-		UpstreamTLS:            UpstreamTLS{MinVersion: "1.2"},
-		Metrics:                "127.0.0.1:9180",
-		L1:                     L1{MaxMemory: 256 * MiB},
-		PolicyList:             []Policy{{Prefix: "", TTL: 10 * time.Second}},
-		Limits:                 Limits{ProtoMaxBulkLen: 512 * MiB, MaxClients: 10000, TrackingTableMaxKeys: 1_000_000},
+		Listen:      "127.0.0.1:6380",
+		Upstream:    "redis://127.0.0.1:6379/0",
+		Auth:        Auth{Default: Permissions{Admin: true}, ProtectedMode: true},
+		TLS:         TLS{ClientAuth: "require", MinVersion: "1.2"},
+		UpstreamTLS: UpstreamTLS{MinVersion: "1.2"},
+		Metrics:     "127.0.0.1:9180",
+		L1:          L1{MaxMemory: 256 * MiB},
+		PolicyList:  []Policy{{Prefix: "", TTL: 10 * time.Second}},
+		Limits: Limits{
+			ProtoMaxBulkLen: 512 * MiB, MaxClients: 10000, TrackingTableMaxKeys: 1_000_000,
+			ClientQueryBufferLimit:  1024 * MiB,
+			ClientOutputBufferLimit: OutputBufferLimits{PubSub: OutputBufferLimit{Hard: 32 * MiB, Soft: 8 * MiB, SoftSeconds: 60}},
+			TCPKeepAlive:            300 * time.Second,
+		},
 		UpstreamConns:          2,
 		UpstreamConnectTimeout: 5 * time.Second,
 		Invalidation: Invalidation{
@@ -329,6 +362,7 @@ func (c *Config) validate() []fieldError {
 	if c.Limits.TrackingTableMaxKeys < 0 {
 		add("limits.tracking_table_max_keys", "%d must not be negative (0: no bound; Redis's default is 1000000)", c.Limits.TrackingTableMaxKeys)
 	}
+	errs = append(errs, c.validateClientLimits()...)
 	errs = append(errs, c.validateAuth()...)
 	if c.UpstreamConns < 1 {
 		add("upstream_conns", "%d must be at least 1 (e.g. 2)", c.UpstreamConns)

@@ -323,12 +323,15 @@ func TestDefault(t *testing.T) {
 		t.Fatalf("Default().Validate: %v", err)
 	}
 	want := &Config{
-		Listen:        "127.0.0.1:6380",
-		Upstream:      "redis://127.0.0.1:6379/0",
-		Metrics:       "127.0.0.1:9180",
-		L1:            L1{MaxMemory: 256 << 20},
-		PolicyList:    []Policy{{Prefix: "", TTL: 10 * time.Second}},
-		Limits:        Limits{ProtoMaxBulkLen: 512 << 20, MaxClients: 10000, TrackingTableMaxKeys: 1_000_000},
+		Listen:     "127.0.0.1:6380",
+		Upstream:   "redis://127.0.0.1:6379/0",
+		Metrics:    "127.0.0.1:9180",
+		L1:         L1{MaxMemory: 256 << 20},
+		PolicyList: []Policy{{Prefix: "", TTL: 10 * time.Second}},
+		Limits: Limits{ProtoMaxBulkLen: 512 << 20, MaxClients: 10000, TrackingTableMaxKeys: 1_000_000,
+			ClientQueryBufferLimit:  1 << 30,
+			ClientOutputBufferLimit: OutputBufferLimits{PubSub: OutputBufferLimit{Hard: 32 << 20, Soft: 8 << 20, SoftSeconds: 60}},
+			TCPKeepAlive:            300 * time.Second},
 		UpstreamConns: 2,
 		Invalidation: Invalidation{Mode: "keyspace", ConfigSet: true,
 			CanaryInterval: time.Second, CanaryTimeout: 5 * time.Second, PollInterval: 100 * time.Millisecond},

@@ -19,10 +19,13 @@ import (
 type client struct {
 	s    *Server
 	conn redcon.Conn
-	id   int64
-	hint uint64 // keeps this client's batches on one shared upstream connection
-	db   int
-	name string
+	wr   *redcon.Writer // conn's reply buffer, which building measures
+	// built is the size of wr's buffer when building last looked (limits.go).
+	built int64
+	id    int64
+	hint  uint64 // keeps this client's batches on one shared upstream connection
+	db    int
+	name  string
 	// proto is the RESP version the client speaks, 2 or 3 (HELLO): it picks
 	// the upstream pool and the L1 entries its replies come from.
 	proto int
@@ -94,6 +97,10 @@ func (c *client) run() {
 	for i := range c.cmds {
 		c.command(c.cmds[i])
 		if c.conn == nil {
+			return
+		}
+		if c.building() {
+			c.gone()
 			return
 		}
 	}
@@ -314,6 +321,9 @@ func (c *client) flush() {
 		c.settle(&c.slots[i])
 	}
 	for i := range c.slots {
+		if c.building() {
+			break // the client is gone: its replies are not built
+		}
 		c.reply(&c.slots[i])
 	}
 	c.resetSegment()

@@ -33,19 +33,33 @@ type clientConn struct {
 	pending  []byte
 	pushing  bool // a goroutine is writing pending
 	pushLost bool // pending outgrew maxPending: the connection is being closed
+
+	lim    *limiter     // the server's client limits (limits.go); nil: none
+	dead   atomic.Bool  // a write failed or a limit dropped the client: nothing more is written
+	out    atomic.Int64 // output held for the client, as lim accounts it
+	pubsub atomic.Bool  // subscribed: the pubsub output limit applies
 }
 
-// maxPending bounds the pushes waiting for a client that does not read; past
-// it the client is disconnected, as Redis disconnects a client over its output
-// buffer limit, rather than let it hold the proxy's memory.
+// maxPending bounds the pushes waiting for a client that does not read when
+// its class has no hard output limit; past the bound the client is
+// disconnected, as Redis disconnects a client over its output buffer limit,
+// rather than let it hold the proxy's memory.
 const maxPending = 32 << 20
+
+// pendingLimit is the most pushes may hold for the client.
+func (cc *clientConn) pendingLimit() int {
+	if h := cc.outLimit().limit(); h > 0 && h < maxPending {
+		return int(h)
+	}
+	return maxPending
+}
 
 // Write writes replies, and the pushes that waited for them, then lets the
 // client store the fills they answered. Only the goroutine that owns the
 // connection writes replies, so wrote runs there.
 func (cc *clientConn) Write(p []byte) (int, error) {
 	cc.wmu.Lock()
-	n, err := cc.Conn.Write(p)
+	n, err := cc.writeBounded(p)
 	cc.pmu.Lock()
 	var pushes []byte
 	if !cc.pushing {
@@ -54,7 +68,7 @@ func (cc *clientConn) Write(p []byte) (int, error) {
 	cc.busy.Store(false)
 	cc.pmu.Unlock()
 	if err == nil && len(pushes) > 0 {
-		_, err = cc.Conn.Write(pushes)
+		_, err = cc.writeBounded(pushes)
 	}
 	cc.wmu.Unlock()
 	if cc.wrote != nil {
@@ -71,10 +85,10 @@ func (cc *clientConn) push(b []byte) {
 	if cc.pushLost {
 		return
 	}
-	if len(cc.pending)+len(b) > maxPending {
+	if len(cc.pending)+len(b) > cc.pendingLimit() {
 		cc.pushLost = true
 		cc.pending = nil
-		cc.raw.Close()
+		cc.drop(dropOutput)
 		return
 	}
 	cc.pending = append(cc.pending, b...)
@@ -99,7 +113,7 @@ func (cc *clientConn) writePending() {
 		}
 		cc.pending = nil
 		cc.pmu.Unlock()
-		if _, err := cc.Conn.Write(b); err != nil {
+		if _, err := cc.writeBounded(b); err != nil {
 			cc.pmu.Lock()
 			cc.pushing = false
 			cc.pmu.Unlock()
@@ -108,8 +122,8 @@ func (cc *clientConn) writePending() {
 	}
 }
 
-func newClientConn(c net.Conn, lim resp.Limits, authRequired bool, draining *atomic.Bool) *clientConn {
-	cc := &clientConn{raw: &aheadConn{Conn: c, draining: draining}}
+func newClientConn(c net.Conn, lim resp.Limits, authRequired bool, draining *atomic.Bool, cl *limiter) *clientConn {
+	cc := &clientConn{raw: &aheadConn{Conn: c, draining: draining}, lim: cl}
 	cc.authed.Store(!authRequired)
 	var authed func() bool
 	if authRequired {

@@ -41,6 +41,7 @@ type Metrics struct {
 	clients  prometheus.Gauge
 	accepted prometheus.Counter
 	refused  *prometheus.CounterVec
+	dropped  *prometheus.CounterVec // by limit (limits.go)
 	caching  prometheus.Gauge
 
 	reloads      *prometheus.CounterVec
@@ -92,6 +93,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "cacheproxy_client_connections_refused_total",
 			Help: "Client connections closed on arrival, by reason: max_clients (limits.max_clients reached), shutdown.",
 		}, []string{"reason"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cacheproxy_client_disconnects_total",
+			Help: "Client connections closed by the proxy over a limit, by reason: output_buffer (client_output_buffer_limit), " +
+				"query_buffer (client_query_buffer_limit), clients_memory (clients_max_memory), timeout (idle longer than limits.timeout).",
+		}, []string{"reason"}),
 		caching: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cacheproxy_caching_enabled",
 			Help: "1 while the L1 may serve and store replies; 0 while the invalidation stream cannot be trusted.",
@@ -122,7 +128,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.reloadResult.failed = m.reloads.WithLabelValues("failure")
 	m.reloadOK.Set(1)
 	reg.MustRegister(m.hits, m.misses, m.commands, m.staleServed, m.invalidations, m.upstream, m.upstreamErrs,
-		m.clients, m.accepted, m.refused, m.caching, m.reloads, m.reloadOK, poolCollector{m})
+		m.clients, m.accepted, m.refused, m.dropped, m.caching, m.reloads, m.reloadOK, poolCollector{m})
 	return m
 }
 

@@ -67,7 +67,10 @@ type Options struct {
 	// TrackingMaxKeys bounds the keys remembered for clients' CLIENT
 	// TRACKING, as Redis's tracking-table-max-keys; 0 means no bound.
 	TrackingMaxKeys int
-	Logger          *slog.Logger
+	// Clients bounds what each client, and all of them together, may cost
+	// (limits.go). The zero value bounds nothing.
+	Clients ClientLimits
+	Logger  *slog.Logger
 }
 
 // Server serves clients until Close.
@@ -78,6 +81,7 @@ type Server struct {
 	cache   *pools
 	metrics *Metrics
 	limits  resp.Limits
+	lim     *limiter // client limits: output, memory, idle, keepalive
 	version string
 	db0     int
 	log     *slog.Logger
@@ -130,6 +134,9 @@ func New(o Options) (*Server, error) {
 	if o.Version == "" {
 		o.Version = "7.0.0"
 	}
+	if err := o.Clients.Validate(); err != nil {
+		return nil, err
+	}
 	auth, err := newAuthConfig(o.RequirePass, o.DefaultPermissions, o.Users)
 	if err != nil {
 		return nil, err
@@ -155,6 +162,10 @@ func New(o Options) (*Server, error) {
 		ctx:        ctx,
 		cancel:     cancel,
 	}
+	s.lim = &limiter{ClientLimits: o.Clients, s: s}
+	for i := range s.lim.drops {
+		s.lim.drops[i] = o.Metrics.dropped.WithLabelValues(dropNames[i])
+	}
 	if s.track, err = tracking.New(tracking.Config{Sink: trackingSink{s}, MaxKeys: o.TrackingMaxKeys}); err != nil {
 		cancel()
 		return nil, err
@@ -172,6 +183,9 @@ func New(o Options) (*Server, error) {
 // tls.NewListener), each in its own call.
 func (s *Server) Serve(ln net.Listener) error {
 	srv := redcon.NewServerNetwork(ln.Addr().Network(), ln.Addr().String(), s.handle, s.accept, s.closed)
+	if s.lim.Timeout > 0 {
+		srv.SetIdleClose(s.lim.Timeout) // redcon's read deadline while it waits for a command
+	}
 	s.mu.Lock()
 	if s.ctx.Err() != nil {
 		s.mu.Unlock()
@@ -230,7 +244,8 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		}
 		return nil, err
 	}
-	return newClientConn(c, l.limits, l.authRequired, &l.s.draining), nil
+	l.s.lim.keepAlive(c)
+	return newClientConn(c, l.limits, l.authRequired, &l.s.draining, l.s.lim), nil
 }
 
 func (s *Server) accept(conn redcon.Conn) bool {
@@ -260,6 +275,7 @@ func (s *Server) accept(conn redcon.Conn) bool {
 	c.hint = uint64(c.id)
 	c.cc = conn.NetConn().(*clientConn)
 	c.cc.wrote = c.storeFills
+	c.wr = redcon.BaseWriter(conn)
 	c.addr = conn.RemoteAddr()
 	c.created = time.Now()
 	c.multi.Store(-1)
@@ -273,8 +289,9 @@ func (s *Server) accept(conn redcon.Conn) bool {
 // closed runs when redcon lets go of a connection: it has closed, or the
 // client subscribed or monitors and detached, and now runs on goroutines of
 // its own.
-func (s *Server) closed(conn redcon.Conn, _ error) {
+func (s *Server) closed(conn redcon.Conn, err error) {
 	c := conn.Context().(*client)
+	s.countClosed(c, err)
 	if c.dconn != nil {
 		if !s.reg.goSession(c.serveDetached) {
 			if c.ps != nil {
@@ -293,6 +310,7 @@ func (s *Server) closed(conn redcon.Conn, _ error) {
 
 // forget releases what a client held once its connection has ended.
 func (s *Server) forget(c *client) {
+	s.lim.account(c.cc, 0)
 	c.storeFills()
 	c.stopTracking()
 	c.release()
@@ -306,6 +324,7 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 	// Take the rest of what the client pipelined, so that it travels upstream
 	// as one batch and the replies go back in one write.
 	c.cc.busy.Store(true) // invalidations wait for this batch's replies
+	c.built = 0
 	c.cmds = append(c.cmds[:0], cmd)
 	c.cmds = append(c.cmds, conn.ReadPipeline()...)
 	c.run()

@@ -104,6 +104,7 @@ func (c *client) subscribe(rt *routeInfo, cmd redcon.Command) {
 			return
 		}
 		c.ps = newPubSub(up, c.proto)
+		c.cc.pubsub.Store(true) // the pubsub output limit applies
 		if c.dconn != nil {
 			go c.ps.pump(c) // waited for by serveDetached
 		}
@@ -232,6 +233,7 @@ func (c *client) detachedCommand(cmd redcon.Command) {
 			default:
 				ps.retire()
 				c.ps = nil
+				c.cc.pubsub.Store(false)
 			}
 		}
 		// c.proto, not ps.resp3: a RESET sent to the subscribed connection

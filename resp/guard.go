@@ -218,6 +218,11 @@ func (g *guard) readHeld() {
 	g.buf = g.hold
 	g.w += n
 	g.rerr = err
+	if int64(g.w-g.r) > g.m.lim.MaxQueryBuffer {
+		// Input held and not yet passed on outgrew the query buffer
+		// limit (a command's own bound is the machine's).
+		g.refuseFrom(g.r, g.m.queryBufferReason(), false)
+	}
 }
 
 // tidy rewinds the hold buffer once everything in it has been passed on.
@@ -261,6 +266,10 @@ func (g *guard) isAuthenticated() bool {
 // the first byte not yet passed on); what comes before is still passed on.
 func (g *guard) refuseFrom(start int, reason string, reply bool) {
 	g.fail = fmt.Errorf("%w: %s", ErrRefused, reason)
+	if !reply {
+		// Only a command over the query buffer limit gets no reply.
+		g.fail = fmt.Errorf("%w: %w: %s", ErrRefused, ErrQueryBuffer, reason)
+	}
 	if reply {
 		g.reply = "-ERR " + reason + "\r\n"
 	}

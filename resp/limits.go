@@ -78,3 +78,8 @@ func (l Limits) Validate() error {
 // it has refused the client's input. The connection must then be closed; the
 // error's text says why, for the log.
 var ErrRefused = errors.New("resp: client input refused")
+
+// ErrQueryBuffer is wrapped, beside ErrRefused, by the error of a connection
+// refused because its input outgrew MaxQueryBuffer, as Redis closes a client
+// over its client-query-buffer-limit.
+var ErrQueryBuffer = errors.New("resp: client query buffer limit")

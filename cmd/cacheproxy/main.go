@@ -193,6 +193,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 
 	limits := resp.DefaultLimits()
 	limits.MaxBulkLen = int64(cfg.Limits.ProtoMaxBulkLen)
+	limits.MaxQueryBuffer = int64(cfg.Limits.ClientQueryBufferLimit)
 	srv, err := proxy.New(proxy.Options{
 		Upstream:        pool,
 		Upstream3:       pool3,
@@ -206,6 +207,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		DefaultDB:       opts.DB,
 		MaxClients:      cfg.Limits.MaxClients,
 		TrackingMaxKeys: cfg.Limits.TrackingTableMaxKeys,
+		Clients:         clientLimits(cfg.Limits),
 		RequirePass:     cfg.Auth.RequirePass,
 		Users:           proxyUsers(cfg.Auth.Users),
 		Logger:          log,

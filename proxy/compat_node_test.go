@@ -21,7 +21,7 @@ func TestNodeClient(t *testing.T) {
 	t.Parallel()
 	for _, tool := range []string{"node", "npm"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is not installed; the Node.js client test needs Node.js 18 or later and npm (Debian: apt-get install -y nodejs npm): %v", tool, err)
+			t.Fatalf("%s is not installed; the Node.js client test needs Node.js 18.19 or later and npm (Debian: apt-get install -y nodejs npm): %v", tool, err)
 		}
 	}
 	modules := installNodeModules(t)
@@ -38,6 +38,40 @@ func TestNodeClient(t *testing.T) {
 	cmd.Env = append(os.Environ(), "NODE_PATH="+modules, "REDIS_URL=redis://:node-secret@"+e.addr+"/0")
 	out, err := cmd.CombinedOutput()
 	t.Logf("node:\n%s", out)
+	if err != nil {
+		t.Fatalf("node %s: %v", script, err)
+	}
+}
+
+// TestNodeRedisRESP3 runs node-redis (the redis package) in RESP3 through the
+// proxy, which requires a password: strings, a hash as a RESP3 map, MULTI/EXEC
+// and WATCH, pub/sub on RESP3 connections, a write made on Redis directly seen
+// through the proxy, and node-redis's client-side cache, which relies on the
+// proxy's CLIENT TRACKING and its invalidation pushes.
+func TestNodeRedisRESP3(t *testing.T) {
+	t.Parallel()
+	for _, tool := range []string{"node", "npm"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed; the Node.js client test needs Node.js 18.19 or later and npm (Debian: apt-get install -y nodejs npm): %v", tool, err)
+		}
+	}
+	modules := installNodeModules(t)
+	e := startEnv(t, envOptions{options: func(o *Options) { o.RequirePass = "node-secret" }})
+	e.waitSubscribed()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	script, err := filepath.Abs(filepath.Join("testdata", "node", "node-redis.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, "node", script)
+	cmd.Env = append(os.Environ(), "NODE_PATH="+modules,
+		"PROXY_URL=redis://default:node-secret@"+e.addr+"/0",
+		"REDIS_URL=redis://"+e.redis.Addr()+"/0")
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	t.Logf("node (%v):\n%s", time.Since(start).Round(time.Millisecond), out)
 	if err != nil {
 		t.Fatalf("node %s: %v", script, err)
 	}

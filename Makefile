@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/cacheproxy
 CONFIG  ?= deploy/cacheproxy.example.yaml
 
-.PHONY: build run test bench lint fuzz clean
+.PHONY: build run test bench soak lint fuzz clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/cacheproxy
@@ -19,6 +19,14 @@ test:
 
 bench: build
 	$(GO) run ./bench suite --proxy-bin $(BIN) --out bench/results
+
+# A long run under faults (not part of test): mixed load through the proxy in
+# front of a redis-server, the proxy's upstream through a fault bridge, a fault
+# every minute; fails on a wrong reply or a leak. SOAK_DURATION=2m for a quick
+# check; report in bench/results/soak/.
+SOAK_DURATION ?= 30m
+soak: build
+	$(GO) run ./bench soak --proxy-bin $(BIN) --duration $(SOAK_DURATION) --out bench/results/soak
 
 lint:
 	$(GO) vet ./...

@@ -7,6 +7,7 @@
 //	    --metrics proxy=http://127.0.0.1:9180/metrics --workload get --conns 1,10,50,200
 //	go run ./bench suite --proxy-bin ./cacheproxy --out bench/results [--only memory]
 //	go run ./bench ceiling --listen 127.0.0.1:7000
+//	go run ./bench soak --proxy-bin bin/cacheproxy --duration 30m --out bench/results/soak
 //
 // The suite starts its own redis-server, proxy, (when installed) twemproxy and
 // ceiling server (bench ceiling: GET and SET from a map on redcon) on free
@@ -35,11 +36,12 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := cli(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	interrupted := ctx.Err() != nil // before stop, which cancels ctx too
 	stop()
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}
-	if err != nil && ctx.Err() != nil {
+	if err != nil && interrupted {
 		fmt.Fprintln(os.Stderr, "bench: interrupted; every server it started has been stopped")
 		os.Exit(130)
 	}
@@ -52,6 +54,9 @@ func main() {
 func cli(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "suite" {
 		return suiteCmd(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "soak" {
+		return soakCmd(ctx, args[1:], stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "ceiling" {
 		return ceilingCmd(ctx, args[1:], stderr)

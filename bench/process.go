@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -98,5 +99,61 @@ func (p *process) waitReady(ctx context.Context, addr string) error {
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// launcher starts servers on free loopback ports, their logs in dir, and
+// stops them all, last started first.
+type launcher struct {
+	ctx   context.Context
+	dir   string
+	procs []*process
+}
+
+// start runs the server argv(addr) returns for a free address and waits until
+// it answers PING there, trying up to three addresses (another process may take
+// a free port first).
+func (l *launcher) start(name string, argv func(addr string) ([]string, error)) (string, error) {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var addr string
+		var args []string
+		if addr, err = localnet.FreeAddr(); err != nil {
+			return "", err
+		}
+		if args, err = argv(addr); err != nil {
+			return "", err
+		}
+		var p *process
+		if p, err = startProcess(name, filepath.Join(l.dir, name+".log"), args); err != nil {
+			return "", err
+		}
+		l.procs = append(l.procs, p)
+		if err = p.waitReady(l.ctx, addr); err == nil {
+			return addr, nil
+		}
+		p.stop()
+		if l.ctx.Err() != nil {
+			return "", l.ctx.Err()
+		}
+	}
+	return "", err
+}
+
+// startRedis starts a redis-server that keeps nothing on disk.
+func (l *launcher) startRedis(redisPath string) (string, error) {
+	return l.start("redis-server", func(addr string) ([]string, error) {
+		_, port, _ := strings.Cut(addr, ":")
+		return []string{redisPath, "--port", port, "--bind", "127.0.0.1", "--dir", l.dir,
+			"--notify-keyspace-events", "KEA", "--save", "", "--appendonly", "no", "--daemonize", "no"}, nil
+	})
+}
+
+// last is the process started last.
+func (l *launcher) last() *process { return l.procs[len(l.procs)-1] }
+
+func (l *launcher) stopAll() {
+	for i := len(l.procs) - 1; i >= 0; i-- {
+		l.procs[i].stop()
 	}
 }

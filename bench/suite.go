@@ -110,48 +110,15 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("suite: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	var procs []*process
-	defer func() {
-		for i := len(procs) - 1; i >= 0; i-- {
-			procs[i].stop()
-		}
-	}()
-	start := func(name string, argv func(addr string) ([]string, error)) (string, error) {
-		var err error
-		for attempt := 0; attempt < 3; attempt++ {
-			var addr string
-			var args []string
-			if addr, err = localnet.FreeAddr(); err != nil {
-				return "", err
-			}
-			if args, err = argv(addr); err != nil {
-				return "", err
-			}
-			var p *process
-			if p, err = startProcess(name, filepath.Join(tmp, name+".log"), args); err != nil {
-				return "", err
-			}
-			procs = append(procs, p)
-			if err = p.waitReady(ctx, addr); err == nil {
-				return addr, nil
-			}
-			p.stop()
-			if ctx.Err() != nil {
-				return "", ctx.Err()
-			}
-		}
-		return "", err
-	}
+	l := &launcher{ctx: ctx, dir: tmp}
+	defer l.stopAll()
+	start := l.start
 
 	redisPath, err := exec.LookPath(redisBin)
 	if err != nil {
 		return fmt.Errorf("suite needs redis-server: %w", err)
 	}
-	redisAddr, err := start("redis-server", func(addr string) ([]string, error) {
-		_, port, _ := strings.Cut(addr, ":")
-		return []string{redisPath, "--port", port, "--bind", "127.0.0.1", "--dir", tmp,
-			"--notify-keyspace-events", "KEA", "--save", "", "--appendonly", "no", "--daemonize", "no"}, nil
-	})
+	redisAddr, err := l.startRedis(redisPath)
 	if err != nil {
 		return fmt.Errorf("suite: %w", err)
 	}
@@ -175,7 +142,7 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("suite: %w", err)
 	}
-	proxyProc := procs[len(procs)-1]
+	proxyProc := l.last()
 	targets = append(targets, target{Name: "proxy", Addr: proxyAddr, metrics: "http://" + metricsAddr + "/metrics"})
 
 	if twemBin != "" {

@@ -34,6 +34,20 @@ type Chart struct {
 	// RefLine, when not nil, draws a dashed horizontal line at that value
 	// (1.0 on a chart of ratios).
 	RefLine *float64
+	// Bands shade spans of categories behind the data (time windows on a
+	// chart over time).
+	Bands []Band
+	// LabelEvery labels every n-th category only (dense axes); 0 or 1: all.
+	LabelEvery int
+	// NoMarkers draws lines without a marker per value (long series).
+	NoMarkers bool
+}
+
+// Band is a shaded span of a chart, from category From to To (indexes,
+// inclusive), with a label at its top.
+type Band struct {
+	From, To int
+	Label    string
 }
 
 // Figure is a titled grid of charts sharing one legend: a series has the same
@@ -262,11 +276,12 @@ func (s *svg) chart(c Chart, names []string, x0, y0, w, h float64) {
 	}
 	// Long category labels are drawn slanted and need more room below.
 	slotW := (w - marginL - marginR) / float64(max(1, len(c.Categories)))
+	every := max(1, c.LabelEvery)
 	longest := 0.0
 	for _, cat := range c.Categories {
 		longest = math.Max(longest, textWidth(cat, 11))
 	}
-	slant := longest > slotW-4
+	slant := longest > slotW*float64(every)-4
 	bottomM := float64(marginB)
 	if slant {
 		bottomM += longest * 0.55
@@ -300,7 +315,20 @@ func (s *svg) chart(c Chart, names []string, x0, y0, w, h float64) {
 	s.text((left+right)/2, y0+h-8, "middle", 12, "normal", "#222", c.XLabel)
 
 	slotX := func(i int) float64 { return left + slotW*(float64(i)+0.5) }
+	for _, b := range c.Bands {
+		from, to := max(0, b.From), min(len(c.Categories)-1, b.To)
+		if from > to {
+			continue
+		}
+		bx := left + slotW*float64(from)
+		s.printf(`<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#f2c4c4" fill-opacity="0.45"><title>%s</title></rect>`+"\n",
+			bx, a.top, slotW*float64(to-from+1), a.bottom-a.top, escape(b.Label))
+		s.text(bx+1, a.top+9, "start", 8, "normal", "#a33", b.Label)
+	}
 	for i, cat := range c.Categories {
+		if i%every != 0 {
+			continue
+		}
 		x, y := slotX(i), a.bottom+16
 		if slant {
 			s.printf(`<text x="%.1f" y="%.1f" text-anchor="end" font-size="11" fill="#222" transform="rotate(-35 %.1f %.1f)">%s</text>`+"\n",
@@ -355,7 +383,7 @@ func (s *svg) lines(c Chart, names []string, a axis, slotX func(int) float64) {
 			s.printf(`<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.Join(pts, " "), col)
 		}
 		for i, v := range sr.Values {
-			if i < len(c.Categories) && a.drawable(v) {
+			if !c.NoMarkers && i < len(c.Categories) && a.drawable(v) {
 				s.printf(`<circle cx="%.1f" cy="%.1f" r="4" fill="%s"><title>%s</title></circle>`+"\n",
 					slotX(i), a.px(v), col, escape(sr.Name+" "+c.Categories[i]+": "+Compact(v)))
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -167,5 +168,33 @@ func TestWrapKeepsLinesWithinWidth(t *testing.T) {
 		if textWidth(l, 12) > 300 {
 			t.Errorf("line %q is wider than 300 px", l)
 		}
+	}
+}
+
+func TestBandsAndSparseLabels(t *testing.T) {
+	t.Parallel()
+	cats := make([]string, 100)
+	vals := make([]float64, 100)
+	for i := range cats {
+		cats[i], vals[i] = strconv.Itoa(i), float64(i)
+	}
+	f := Figure{Title: "t", Charts: []Chart{{Title: "c", Categories: cats, Lines: true, NoMarkers: true, LabelEvery: 10,
+		Series: []Series{{"s", vals}}, Bands: []Band{{From: 20, To: 25, Label: "fault <x>"}, {From: 90, To: 200, Label: "clipped"}, {From: 5, To: 1, Label: "empty"}}}}}
+	var buf bytes.Buffer
+	if err := f.WriteSVG(&buf); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if n := strings.Count(out, "<circle"); n != 0 {
+		t.Errorf("%d markers with NoMarkers", n)
+	}
+	if !strings.Contains(out, "fault &lt;x&gt;") || !strings.Contains(out, "clipped") || strings.Contains(out, ">empty<") {
+		t.Errorf("bands not drawn as given:\n%s", out)
+	}
+	if strings.Contains(out, ">11</text>") || !strings.Contains(out, ">10</text>") {
+		t.Error("LabelEvery: want every tenth category labelled")
+	}
+	if err := xml.Unmarshal(buf.Bytes(), new(struct{})); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -280,5 +281,36 @@ func TestFaults(t *testing.T) {
 				f.name, rounds, failed, resumed.Round(time.Millisecond), coherent.Round(time.Millisecond),
 				e.counter("cacheproxy_l1_stale_served_total", nil))
 		})
+	}
+}
+
+// TestMGetFollowerOfFailedFetch: an MGET whose key another client's MGET was
+// fetching, when that fetch fails, gets the error as its whole reply, never
+// inside its array (found by the soak: Redis never answers MGET so).
+func TestMGetFollowerOfFailedFetch(t *testing.T) {
+	t.Parallel()
+	e := startFaultEnv(t, faultOptions{})
+	misses := e.counter("cacheproxy_l1_misses_total", nil)
+	e.bridge.Blackhole() // the leader's MGET waits upstream
+	leader, follower := dialRaw(t, e.addr), dialRaw(t, e.addr)
+	if _, err := leader.c.Write([]byte("MGET mf:1 mf:2\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the leader's misses", func() bool {
+		return e.counter("cacheproxy_l1_misses_total", nil) >= misses+2
+	})
+	if _, err := follower.c.Write([]byte("MGET mf:1\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the follower's miss", func() bool {
+		return e.counter("cacheproxy_l1_misses_total", nil) >= misses+3
+	})
+	e.bridge.Cut(true) // the leader's fetch fails
+	got, fol := leader.roundTrip("", 1), follower.roundTrip("", 1)
+	if !strings.HasPrefix(got, "-ERR cacheproxy: upstream unavailable") {
+		t.Fatalf("the leader got %q", got)
+	}
+	if fol != got {
+		t.Fatalf("the follower got %q, want the leader's error %q", fol, got)
 	}
 }

@@ -124,14 +124,23 @@ func (c *client) replyMGet(s *slot) {
 		c.conn.WriteRaw(s.data) // the upstream MGET failed: its error is the reply
 		return
 	}
-	start := len(c.arena)
-	c.arena = redcon.AppendArray(c.arena, s.n)
-	c.conn.WriteRaw(c.arena[start:])
+	// An element another client's MGET was fetching is an error when that
+	// MGET failed: the error answers this MGET whole, as Redis never puts
+	// one inside MGET's array.
 	for i := s.aux; i < s.aux+s.n; i++ {
 		e := &c.elems[i]
 		if e.data == nil {
 			e.data = e.fill.Wait()
 		}
-		c.conn.WriteRaw(e.data)
+		if len(e.data) > 0 && e.data[0] == '-' {
+			c.conn.WriteRaw(e.data)
+			return
+		}
+	}
+	start := len(c.arena)
+	c.arena = redcon.AppendArray(c.arena, s.n)
+	c.conn.WriteRaw(c.arena[start:])
+	for i := s.aux; i < s.aux+s.n; i++ {
+		c.conn.WriteRaw(c.elems[i].data)
 	}
 }

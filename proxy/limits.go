@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -252,13 +253,20 @@ func (c *client) building() bool {
 		return false
 	}
 	c.built = n
-	if h := c.cc.outLimit().limit(); h > 0 && n > h {
+	h := c.cc.outLimit().limit()
+	if h > 0 && n > h {
 		c.cc.drop(dropOutput)
 		return true
 	}
 	if c.cc.lim != nil {
 		c.cc.lim.account(c.cc, n)
 	}
+	// A batch this big is built by copying megabytes, with no blocking
+	// call between its commands: yield once per memStep, so that clients
+	// that build many at once take turns with the others instead of
+	// holding every CPU for whole time slices while the others' replies,
+	// ready, wait to be scheduled.
+	runtime.Gosched()
 	return c.cc.dead.Load()
 }
 

@@ -242,7 +242,7 @@ func (c *client) read(rt *routeInfo, cmd redcon.Command) {
 	}
 	variant := c.variant(args, rt)
 	if reply, ok := c.lookup(ps, p, key, variant); ok {
-		c.emit(reply)
+		c.emitCached(reply)
 		return
 	}
 	f, leader := c.begin(ps, p, key, variant)
@@ -429,7 +429,7 @@ func (c *client) reply(s *slot) {
 	case slotUp, slotWrite, slotTx:
 		c.conn.WriteRaw(c.upReply(s.idx))
 	case slotFill, slotFollow:
-		c.conn.WriteRaw(s.fill.Wait())
+		c.writeShared(s.fill.Wait())
 	case slotMGet:
 		c.replyMGet(s)
 	}

@@ -34,6 +34,12 @@ type clientConn struct {
 	pushing  bool // a goroutine is writing pending
 	pushLost bool // pending outgrew maxPending: the connection is being closed
 
+	// held is the batch's replies built ahead of redcon's buffer: big
+	// cached values, by reference, and what redcon's buffer held before
+	// each (see writeShared). Only the goroutine that owns the connection uses it.
+	held    [][]byte
+	heldLen int64
+
 	lim    *limiter     // the server's client limits (limits.go); nil: none
 	dead   atomic.Bool  // a write failed or a limit dropped the client: nothing more is written
 	out    atomic.Int64 // output held for the client, as lim accounts it
@@ -59,7 +65,17 @@ func (cc *clientConn) pendingLimit() int {
 // connection writes replies, so wrote runs there.
 func (cc *clientConn) Write(p []byte) (int, error) {
 	cc.wmu.Lock()
-	n, err := cc.writeBounded(p)
+	var n int
+	var err error
+	if len(cc.held) > 0 {
+		held := append(cc.held, p)
+		cc.held, cc.heldLen = nil, 0
+		if _, err = cc.writeBuffers(held); err == nil {
+			n = len(p)
+		}
+	} else {
+		n, err = cc.writeBounded(p)
+	}
 	cc.pmu.Lock()
 	var pushes []byte
 	if !cc.pushing {

@@ -7,10 +7,12 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tidwall/redcon"
@@ -210,6 +212,97 @@ func (cc *clientConn) writeBounded(p []byte) (int, error) {
 	return n + k, cc.failed(err)
 }
 
+// writeBuffers writes bufs, a batch's replies in pieces, within the client's
+// output limits, as writeBounded writes one piece.
+func (cc *clientConn) writeBuffers(bufs [][]byte) (int, error) {
+	if cc.dead.Load() {
+		return 0, errDropped
+	}
+	var total int64
+	for _, b := range bufs {
+		total += int64(len(b))
+	}
+	ol := cc.outLimit()
+	if h := ol.limit(); h > 0 && total > h {
+		cc.drop(dropOutput)
+		return 0, errDropped
+	}
+	if cc.lim != nil {
+		cc.lim.account(cc, total)
+		defer cc.lim.account(cc, 0)
+	}
+	var over int64
+	if ol.Soft > 0 {
+		over = max(total-ol.Soft, 0)
+	}
+	if over > 0 {
+		_ = cc.raw.SetWriteDeadline(time.Now().Add(ol.SoftFor))
+	}
+	var n int
+	for _, b := range bufs {
+		for len(b) > 0 {
+			part := b
+			if over > 0 && int64(len(part)) > over {
+				part = part[:over]
+			}
+			k, err := cc.Conn.Write(part)
+			n += k
+			if over > 0 {
+				over -= int64(k)
+				if err == nil && over == 0 {
+					_ = cc.raw.SetWriteDeadline(time.Time{})
+				}
+			}
+			if err != nil {
+				_ = cc.raw.SetWriteDeadline(time.Time{})
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					cc.drop(dropOutput)
+					return n, errDropped
+				}
+				return n, cc.failed(err)
+			}
+			b = b[k:]
+		}
+	}
+	return n, nil
+}
+
+// heldMin is the size from which a cached value is held by reference until
+// the batch's replies are written, instead of copied into redcon's buffer: a
+// client that pipelines many GETs of a big value and reads slowly, or never,
+// would otherwise have the proxy copy the value once per GET into a buffer
+// that grows by copying all of itself, which leaves as much garbage and, for
+// a few such clients, keeps the processors busy copying and collecting it
+// while the other clients wait.
+const heldMin = 64 << 10
+
+// emitCached answers a command with v, a cached value, which is never
+// modified: a big one is held by reference (see heldMin).
+func (c *client) emitCached(v []byte) {
+	if len(v) < heldMin || len(c.slots) > 0 {
+		c.emit(v)
+		return
+	}
+	c.writeShared(v)
+}
+
+// writeShared adds v, a reply that is never modified (a cached value, a
+// fill's reply), to the batch's replies: by reference when it is big.
+func (c *client) writeShared(v []byte) {
+	if len(v) < heldMin || c.cc == nil || c.wr == nil || writerBuf < 0 {
+		c.conn.WriteRaw(v)
+		return
+	}
+	b := (*[]byte)(unsafe.Pointer(reflect.ValueOf(c.wr).Elem().Field(writerBuf).UnsafeAddr()))
+	if len(*b) > 0 {
+		c.cc.held = append(c.cc.held, *b)
+		c.cc.heldLen += int64(len(*b))
+		*b = nil
+	}
+	c.cc.held = append(c.cc.held, v)
+	c.cc.heldLen += int64(len(v))
+}
+
 // failed marks the connection dead when a write fails: the client is gone,
 // and nothing more is built for it.
 func (cc *clientConn) failed(err error) error {
@@ -225,6 +318,9 @@ func (cc *clientConn) failed(err error) error {
 func (c *client) gone() {
 	if c.wr != nil {
 		c.wr.SetBuffer(nil)
+	}
+	if c.cc != nil {
+		c.cc.held, c.cc.heldLen = nil, 0
 	}
 	c.conn.Close() // its flush of the emptied buffer writes nothing
 	c.conn = nil
@@ -247,18 +343,25 @@ func (c *client) building() bool {
 	if c.wr == nil {
 		return false
 	}
-	n := int64(bufferLen(c.wr))
+	n := int64(bufferLen(c.wr)) + c.cc.heldLen
 	if n < c.built+memStep {
 		return false
 	}
 	c.built = n
-	if h := c.cc.outLimit().limit(); h > 0 && n > h {
+	h := c.cc.outLimit().limit()
+	if h > 0 && n > h {
 		c.cc.drop(dropOutput)
 		return true
 	}
 	if c.cc.lim != nil {
 		c.cc.lim.account(c.cc, n)
 	}
+	// A batch this big is built by copying megabytes, with no blocking
+	// call between its commands: yield once per memStep, so that clients
+	// that build many at once take turns with the others instead of
+	// holding every CPU for whole time slices while the others' replies,
+	// ready, wait to be scheduled.
+	runtime.Gosched()
 	return c.cc.dead.Load()
 }
 

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cacheproxy/cacheproxy/resp"
 )
 
 // The soak's load: clients through the proxy, each with keys and a counter of
@@ -47,7 +49,7 @@ func (r *rconn) do(cmds [][]string, got []value) (int, error) {
 	_ = r.c.SetDeadline(time.Now().Add(soakReplyTimeout))
 	r.wb = r.wb[:0]
 	for _, args := range cmds {
-		r.wb = appendCommand(r.wb, args)
+		r.wb = resp.AppendCommand(r.wb, args...)
 	}
 	if _, err := r.c.Write(r.wb); err != nil {
 		return 0, err
@@ -60,20 +62,6 @@ func (r *rconn) do(cmds [][]string, got []value) (int, error) {
 		got[i] = v
 	}
 	return len(cmds), nil
-}
-
-func appendCommand(b []byte, args []string) []byte {
-	b = append(b, '*')
-	b = strconv.AppendInt(b, int64(len(args)), 10)
-	b = append(b, '\r', '\n')
-	for _, a := range args {
-		b = append(b, '$')
-		b = strconv.AppendInt(b, int64(len(a)), 10)
-		b = append(b, '\r', '\n')
-		b = append(b, a...)
-		b = append(b, '\r', '\n')
-	}
-	return b
 }
 
 var errSoakProtocol = errors.New("RESP protocol error")

@@ -65,23 +65,23 @@ func (p *Pool) handshake(nc net.Conn, db int) error {
 		// HELLO names the connection itself, and Redis serves it even while
 		// busy, where CLIENT SETNAME would be refused.
 		args = append(args, "SETNAME", clientName)
-		req = appendCommand(req, args...)
+		req = resp.AppendCommand(req, args...)
 		steps = append(steps, step{name: "HELLO 3", hello: true})
 	} else if p.cfg.Password != "" {
 		if p.cfg.Username != "" {
-			req = appendCommand(req, "AUTH", p.cfg.Username, p.cfg.Password)
+			req = resp.AppendCommand(req, "AUTH", p.cfg.Username, p.cfg.Password)
 		} else {
-			req = appendCommand(req, "AUTH", p.cfg.Password)
+			req = resp.AppendCommand(req, "AUTH", p.cfg.Password)
 		}
 		steps = append(steps, step{name: "AUTH"})
 	}
 	if db != 0 {
 		sel := strconv.Itoa(db)
-		req = appendCommand(req, "SELECT", sel)
+		req = resp.AppendCommand(req, "SELECT", sel)
 		steps = append(steps, step{name: "SELECT " + sel})
 	}
 	if p.cfg.Protocol != 3 {
-		req = appendCommand(req, "CLIENT", "SETNAME", clientName)
+		req = resp.AppendCommand(req, "CLIENT", "SETNAME", clientName)
 		steps = append(steps, step{name: "CLIENT SETNAME", cosmetic: true})
 	}
 	if _, err := nc.Write(req); err != nil {
@@ -150,20 +150,6 @@ func refusedForNow(reply []byte) bool {
 		return true
 	}
 	return false
-}
-
-func appendCommand(b []byte, args ...string) []byte {
-	b = append(b, '*')
-	b = strconv.AppendInt(b, int64(len(args)), 10)
-	b = append(b, '\r', '\n')
-	for _, a := range args {
-		b = append(b, '$')
-		b = strconv.AppendInt(b, int64(len(a)), 10)
-		b = append(b, '\r', '\n')
-		b = append(b, a...)
-		b = append(b, '\r', '\n')
-	}
-	return b
 }
 
 func trimCRLF(s string) string {

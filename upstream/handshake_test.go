@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cacheproxy/cacheproxy/internal/redistest"
+	"github.com/cacheproxy/cacheproxy/resp"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -132,7 +133,7 @@ func TestHandshakeJudgesReplies(t *testing.T) {
 			_ = server.SetDeadline(deadline)
 			var want []byte
 			for _, args := range tc.req {
-				want = appendCommand(want, args...)
+				want = resp.AppendCommand(want, args...)
 			}
 			served := make(chan error, 1)
 			go func() {

@@ -12,12 +12,13 @@ import (
 	"time"
 
 	"github.com/cacheproxy/cacheproxy/internal/redistest"
+	"github.com/cacheproxy/cacheproxy/resp"
 	"github.com/redis/go-redis/v9"
 )
 
 var bg = context.Background()
 
-func cmd(args ...string) []byte { return appendCommand(nil, args...) }
+func cmd(args ...string) []byte { return resp.AppendCommand(nil, args...) }
 
 func newPool(t *testing.T, r *redistest.Server, conns int) *Pool {
 	t.Helper()

@@ -48,6 +48,13 @@ type envOptions struct {
 	wrapTarget                                  func(invalidation.Target) invalidation.Target
 	// options adjusts the proxy's Options (auth, limits) before New.
 	options func(*Options)
+	// via, when set, is the address the proxy reaches Redis at (data and
+	// invalidation stream), given Redis's own: a fault bridge's.
+	via func(redisAddr string) string
+	// requestTimeout is the upstream pools' RequestTimeout; staleBytes, when
+	// set, sizes the L1's stale_if_error store.
+	requestTimeout time.Duration
+	staleBytes     int64
 }
 
 // testPolicies cache everything for a minute except keys under "nocache:".
@@ -68,7 +75,13 @@ func startEnv(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache, err := l1.New(l1.Config{MaxBytes: 64 << 20})
+	cfg := l1.Config{MaxBytes: 64 << 20}
+	if o.staleBytes > 0 {
+		if cfg.Last, err = l1.NewLast(o.staleBytes); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cache, err := l1.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,11 +90,17 @@ func startEnv(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	pool, err := upstream.New(upstream.Config{Addr: r.Addr()})
+	upAddr := r.Addr()
+	if o.via != nil {
+		upAddr = o.via(upAddr)
+	}
+	ucfg := upstream.Config{Addr: upAddr, RequestTimeout: o.requestTimeout}
+	pool, err := upstream.New(ucfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool3, err := upstream.New(upstream.Config{Addr: r.Addr(), Protocol: 3})
+	ucfg.Protocol = 3
+	pool3, err := upstream.New(ucfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +128,7 @@ func startEnv(t testing.TB, o envOptions) *env {
 		target = o.wrapTarget(target)
 	}
 	sub := invalidation.New(invalidation.Config{
-		Options:        &redis.Options{Addr: r.Addr()},
+		Options:        &redis.Options{Addr: upAddr},
 		Mode:           o.mode,
 		AllowConfigSet: o.allowConfigSet,
 		Prefixes:       srv.CachedPrefixes(),

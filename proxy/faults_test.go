@@ -4,24 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheproxy/cacheproxy/commands"
 	"github.com/cacheproxy/cacheproxy/internal/faultnet"
-	"github.com/cacheproxy/cacheproxy/internal/redistest"
-	"github.com/cacheproxy/cacheproxy/invalidation"
-	"github.com/cacheproxy/cacheproxy/l1"
 	"github.com/cacheproxy/cacheproxy/policy"
-	"github.com/cacheproxy/cacheproxy/resp"
-	"github.com/cacheproxy/cacheproxy/upstream"
 )
 
 // faultEnv is a proxy whose every upstream connection (data and invalidation
@@ -38,79 +30,28 @@ type faultOptions struct {
 
 func startFaultEnv(t *testing.T, o faultOptions) *faultEnv {
 	t.Helper()
-	if o.policies == nil {
-		o.policies = testPolicies
-	}
-	r := redistest.Start(t, redistest.Options{})
-	br, err := faultnet.New(r.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	table, err := commands.Load(ctx, r.Client(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	last, err := l1.NewLast(8 << 20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache, err := l1.New(l1.Config{MaxBytes: 64 << 20, Last: last})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pols, err := policy.Compile(o.policies)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	ucfg := upstream.Config{Addr: br.Addr(), RequestTimeout: o.requestTimeout}
-	pool, err := upstream.New(ucfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ucfg.Protocol = 3
-	pool3, err := upstream.New(ucfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(Options{Upstream: pool, Upstream3: pool3, Commands: table, Cache: cache, Policies: pols,
-		Metrics: NewMetrics(reg), Limits: resp.DefaultLimits()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub := invalidation.New(invalidation.Config{
-		Options:        &redis.Options{Addr: br.Addr()},
-		AllowConfigSet: true,
-		Prefixes:       srv.CachedPrefixes(),
-		CanaryInterval: 100 * time.Millisecond,
-		CanaryTimeout:  time.Second,
-	}, srv.KeyspaceTarget())
-	subDone := make(chan struct{})
-	go func() { defer close(subDone); _ = sub.Run(ctx) }()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveDone := make(chan struct{})
-	go func() { defer close(serveDone); _ = srv.Serve(ln) }()
-	t.Cleanup(func() {
-		br.Heal()
-		srv.Close()
-		<-serveDone
-		cancel()
-		<-subDone
-		pool.Close()
-		pool3.Close()
-		cache.Close()
-		br.Close()
+	var br *faultnet.Bridge
+	e := startEnv(t, envOptions{
+		policies:       o.policies,
+		requestTimeout: o.requestTimeout,
+		staleBytes:     8 << 20,
+		allowConfigSet: true,
+		canaryInterval: 100 * time.Millisecond,
+		canaryTimeout:  time.Second,
+		via: func(redisAddr string) string {
+			var err error
+			if br, err = faultnet.New(redisAddr); err != nil {
+				t.Fatal(err)
+			}
+			// Registered before startEnv's own cleanup, so it runs after it:
+			// healed first, the proxy stops cleanly, then the bridge closes.
+			t.Cleanup(func() { br.Close() })
+			return br.Addr()
+		},
 	})
-	e := &faultEnv{
-		env:    &env{t: t, redis: r, addr: ln.Addr().String(), srv: srv, cache: cache, reg: reg, sub: sub, direct: r.Client(0)},
-		bridge: br,
-	}
+	t.Cleanup(br.Heal) // runs before startEnv's cleanup stops the proxy
 	e.waitSubscribed()
-	return e
+	return &faultEnv{env: e, bridge: br}
 }
 
 // tally is what one pipelined client saw.

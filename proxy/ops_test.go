@@ -159,8 +159,10 @@ func TestMissStoredWhateverEndsTheBatch(t *testing.T) {
 				t.Fatal(err)
 			}
 			r.c.Close()
+			// At most as many clients as before: the previous case's client
+			// (QUIT) may still have been letting go when they were counted.
 			eventually(t, 5*time.Second, "the proxy reads the GET, then lets the client go", func() bool {
-				return e.counter("cacheproxy_l1_misses_total", nil) > misses && e.srv.clients.Load() == clients
+				return e.counter("cacheproxy_l1_misses_total", nil) > misses && e.srv.clients.Load() <= clients
 			})
 		default:
 			if got := r.roundTrip(string(req), 2); !strings.HasPrefix(got, "$1\r\nv\r\n") {

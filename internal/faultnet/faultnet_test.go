@@ -146,6 +146,10 @@ func TestCut(t *testing.T) {
 func TestCutAfter(t *testing.T) {
 	b := start(t)
 	c := dial(t, b)
+	// A round trip first: the bridge has the connection once it relayed it.
+	if _, err := roundTrip(t, c, []byte("x"), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	b.CutAfter(5)
 	later := dial(t, b)
 	if _, err := c.Write([]byte("0123456789")); err != nil {

@@ -55,6 +55,14 @@ func Start(t testing.TB, opts Options) *Server {
 		t.Fatalf("redis-server is not installed (apt-get install -y redis-server): %v", err)
 	}
 	s := &Server{t: t, opts: opts, dir: t.TempDir()}
+	s.start("redis-server")
+	return s
+}
+
+// start launches s on a free port, trying a few in case another process takes
+// the one picked before s binds it, and registers its stop with t.Cleanup.
+func (s *Server) start(what string) {
+	s.t.Helper()
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		var addr string
@@ -63,12 +71,11 @@ func Start(t testing.TB, opts Options) *Server {
 		}
 		_, s.port, _ = net.SplitHostPort(addr)
 		if err = s.launch(); err == nil {
-			t.Cleanup(s.Stop)
-			return s
+			s.t.Cleanup(s.Stop)
+			return
 		}
 	}
-	t.Fatalf("start redis-server: %v", err)
-	return nil
+	s.t.Fatalf("start %s: %v", what, err)
 }
 
 // Addr is host:port of the server.

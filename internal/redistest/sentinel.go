@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cacheproxy/cacheproxy/internal/localnet"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -44,20 +43,8 @@ func StartSentinel(t testing.TB, primary *Server, opts SentinelOptions) *Server 
 			"sentinel failover-timeout %[1]s 10000\n"+
 			"sentinel parallel-syncs %[1]s 1\n",
 		opts.Master, host, port, opts.DownAfter.Milliseconds())}
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		var addr string
-		if addr, err = localnet.FreeAddr(); err != nil {
-			continue
-		}
-		_, s.port, _ = net.SplitHostPort(addr)
-		if err = s.launch(); err == nil {
-			t.Cleanup(s.Stop)
-			return s
-		}
-	}
-	t.Fatalf("start redis-sentinel: %v", err)
-	return nil
+	s.start("redis-sentinel")
+	return s
 }
 
 // WaitReplicas waits until the sentinel knows n replicas of master that are

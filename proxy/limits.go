@@ -293,7 +293,7 @@ func (c *client) writeShared(v []byte) {
 		c.conn.WriteRaw(v)
 		return
 	}
-	b := (*[]byte)(unsafe.Pointer(reflect.ValueOf(c.wr).Elem().Field(writerBuf).UnsafeAddr()))
+	b := writerBuffer(c.wr)
 	if len(*b) > 0 {
 		c.cc.held = append(c.cc.held, *b)
 		c.cc.heldLen += int64(len(*b))
@@ -365,15 +365,20 @@ func (c *client) building() bool {
 	return c.cc.dead.Load()
 }
 
-// writerBuf is the index of the field of redcon.Writer that holds the
-// unflushed replies, or -1 if redcon no longer has it.
+// writerBuf is the offset in redcon.Writer of its field b, the unflushed
+// replies, or -1 if redcon no longer has it (TestBufferLen fails then).
 var writerBuf = func() int {
 	f, ok := reflect.TypeFor[redcon.Writer]().FieldByName("b")
 	if !ok || f.Type != reflect.TypeFor[[]byte]() {
 		return -1
 	}
-	return f.Index[0]
+	return int(f.Offset)
 }()
+
+// writerBuffer is w's unflushed replies, in place; writerBuf must be >= 0.
+func writerBuffer(w *redcon.Writer) *[]byte {
+	return (*[]byte)(unsafe.Add(unsafe.Pointer(w), writerBuf))
+}
 
 // bufferLen is the size of the replies w holds, unflushed. redcon's
 // Writer.Buffer returns a copy of them: measuring with it after every
@@ -381,12 +386,12 @@ var writerBuf = func() int {
 // a batch quadratic in its size (a 20 MiB batch copied 210 MiB, and left as
 // much garbage); under the race detector, which checks every byte copied,
 // building such a batch took seconds and no limit was reached in time.
-// Reading the buffer's length costs nothing.
+// Reading the field costs a load, on the path of every command.
 func bufferLen(w *redcon.Writer) int {
 	if writerBuf < 0 {
 		return len(w.Buffer()) // slow, but right; TestBufferLen fails
 	}
-	return reflect.ValueOf(w).Elem().Field(writerBuf).Len()
+	return len(*writerBuffer(w))
 }
 
 // countClosed counts a connection redcon let go of because a limit ended it:

@@ -289,7 +289,7 @@ func (c *client) emitCached(v []byte) {
 // writeShared adds v, a reply that is never modified (a cached value, a
 // fill's reply), to the batch's replies: by reference when it is big.
 func (c *client) writeShared(v []byte) {
-	if len(v) < heldMin || c.cc == nil || c.wr == nil || writerBuf < 0 {
+	if len(v) < heldMin || c.cc == nil || c.wr == nil || c.dconn != nil || writerBuf < 0 {
 		c.conn.WriteRaw(v)
 		return
 	}
@@ -340,7 +340,10 @@ func (c *client) building() bool {
 	if c.cc.dead.Load() {
 		return true
 	}
-	if c.wr == nil {
+	if c.wr == nil || c.dconn != nil {
+		// A detached client's buffer is also written by its pump, under
+		// c.wmu, which the client does not always hold: its output is
+		// bounded where it is written (writeBounded) instead.
 		return false
 	}
 	n := int64(bufferLen(c.wr)) + c.cc.heldLen

@@ -161,6 +161,9 @@ func TestGuard(t *testing.T) {
 				if got := drive(split(in, cuts...), tc.lim, tc.auth); !slices.Equal(got, tc.want) {
 					t.Fatalf("cut at %v:\n got  %.300q\n want %.300q", cuts, got, tc.want)
 				}
+				if got := driveReader(split(in, cuts...), tc.lim, tc.auth); !slices.Equal(got, tc.want) {
+					t.Fatalf("through CommandReader, cut at %v:\n got  %.300q\n want %.300q", cuts, got, tc.want)
+				}
 			}
 		})
 	}

@@ -356,10 +356,15 @@ func (c *Cache) Close() {
 // Get returns the stored reply of (db, key, variant). The reply is shared with
 // every other reader: it must not be modified.
 func (c *Cache) Get(db int, key, variant []byte) ([]byte, bool) {
-	return c.get(db, key, variant, 0)
+	return c.get(db, key, variant, 0, 0)
 }
 
-func (c *Cache) get(db int, key, variant []byte, tag uint64) ([]byte, bool) {
+// Now is the cache's clock, in the unit GetAt takes.
+func (c *Cache) Now() int64 { return c.now() }
+
+// get finds (db, key, variant) among the entries stored through tag, as of
+// now, the cache's clock; 0 reads the clock.
+func (c *Cache) get(db int, key, variant []byte, tag uint64, now int64) ([]byte, bool) {
 	h := c.hash(db, key)
 	x := &c.index[h>>56]
 	x.mu.RLock()
@@ -375,7 +380,10 @@ func (c *Cache) get(db int, key, variant []byte, tag uint64) ([]byte, bool) {
 	for i := range e.vars {
 		v := &e.vars[i]
 		if bytes.Equal(e.buf[v.off:v.off+v.nameLen], variant) {
-			if c.now() >= v.expires {
+			if now == 0 {
+				now = c.now()
+			}
+			if now >= v.expires {
 				return nil, false
 			}
 			start := v.off + v.nameLen

@@ -7,7 +7,9 @@
 // with Redis's own words, so a client cannot tell the difference; it also
 // rewrites the few inputs Redis accepts and redcon would refuse or mishandle
 // (empty multibulks, inline commands, sloppy terminators), so what reaches
-// redcon is always plain, bounded RESP.
+// redcon is always plain, bounded RESP. CommandReader then parses that input
+// in place, without copying a command or allocating its arguments: the
+// proxy's server loop reads with it, redcon's server loop being the costlier.
 //
 // Commands look the same in RESP2 and RESP3, so the guard serves clients of
 // both; replies do not. On the upstream side, ReplyScanner finds where a reply

@@ -36,7 +36,10 @@ func standardSuite() []scenario {
 		{"get-miss-1conn", "one client, unpipelined, every GET an L1 miss (each key is read once)", with(hit, func(s *loadgen.Spec) {
 			s.Prefix, s.Dist, s.ZipfS, s.Keys = "bench:miss:", loadgen.Seq, 0, 1_000_000
 		}), []int{1}, false},
-		{"mget-10", "MGET of 10 cached keys", with(hit, func(s *loadgen.Spec) { s.Workload, s.MGetKeys = loadgen.MGet, 10 }), []int{50}, false},
+		{"mget-10", "MGET of 10 cached keys", with(hit, func(s *loadgen.Spec) { s.Workload, s.MGetKeys = loadgen.MGet, 10 }), []int{50}, true},
+		{"mget-10-p16", "MGET of 10 cached keys, pipeline 16", with(hit, func(s *loadgen.Spec) { s.Workload, s.MGetKeys, s.Pipeline = loadgen.MGet, 10, 16 }), []int{50}, true},
+		{"hget-hit", "L1-hit HGET, unpipelined", with(hit, func(s *loadgen.Spec) { s.Workload, s.HashFields = loadgen.HGet, 1 }), []int{50}, true},
+		{"hget-hit-p16", "L1-hit HGET, pipeline 16", with(hit, func(s *loadgen.Spec) { s.Workload, s.HashFields, s.Pipeline = loadgen.HGet, 1, 16 }), []int{50}, true},
 		{"sessions", "session store: GET, or SET EX of 1-4 KiB values, 80/20", with(hit, func(s *loadgen.Spec) {
 			s.Workload, s.Prefix, s.ValueMin, s.ValueMax, s.ReadRatio, s.TTL = loadgen.Session, "bench:sess:", 1024, 4096, 0.8, 1800
 		}), []int{50}, false},

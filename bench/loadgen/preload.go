@@ -78,7 +78,7 @@ func preloadRange(ctx context.Context, addr string, s Spec, values []byte, from,
 				b = appendBulkString(b, "SET")
 				b = appendBulk(b, key)
 				b = appendBulkString(b, "0")
-			case HGetAll:
+			case HGetAll, HGet:
 				b = appendArrayHeader(b, 2+2*s.HashFields)
 				b = appendBulkString(b, "HSET")
 				b = appendBulk(b, key)

@@ -62,9 +62,9 @@ type Options struct {
 	Upstream3 Upstream
 	// Cluster says the upstream is a Redis Cluster: clients see database 0
 	// alone, and SELECT of another gets Redis Cluster's error.
-	Cluster bool
-	Commands  *commands.Table
-	Cache     *l1.Cache // the default L1 pool
+	Cluster  bool
+	Commands *commands.Table
+	Cache    *l1.Cache // the default L1 pool
 	// Pools are further L1 pools by name, each with its own budget, for
 	// policies that name them (policy.Policy.Pool). Optional.
 	Pools    map[string]*l1.Cache

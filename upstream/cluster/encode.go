@@ -8,7 +8,7 @@ import (
 )
 
 func appendArrayHeader(b []byte, n int) []byte { return redcon.AppendArray(b, n) }
-func appendBulk(b, v []byte) []byte           { return redcon.AppendBulk(b, v) }
+func appendBulk(b, v []byte) []byte            { return redcon.AppendBulk(b, v) }
 func appendInt(b []byte, n int64) []byte       { return redcon.AppendInt(b, n) }
 
 // integer reads an integer reply (":12\r\n").

@@ -34,13 +34,13 @@ func (r *Router) pool(addr string) *upstream.Pool { return r.c.node(addr).pools[
 
 // Replies the router gives itself, in Redis Cluster's words where it has them.
 var (
-	replyCrossSlot   = []byte("-CROSSSLOT Keys in request don't hash to the same slot\r\n")
-	replyNotServed   = []byte("-CLUSTERDOWN Hash slot not served\r\n")
-	replyNoCluster   = []byte("-ERR This instance has cluster support disabled\r\n")
-	replyUnsettled   = []byte("-TRYAGAIN cacheproxy: the key's slot is moving between nodes; try again\r\n")
-	replyBadCursor   = []byte("-ERR invalid cursor\r\n")
-	replyNoShutdown  = []byte("-ERR cacheproxy: SHUTDOWN is not supported through the proxy in front of a Redis Cluster; shut the nodes down directly\r\n")
-	cmdAsking        = []byte("*1\r\n$6\r\nASKING\r\n")
+	replyCrossSlot  = []byte("-CROSSSLOT Keys in request don't hash to the same slot\r\n")
+	replyNotServed  = []byte("-CLUSTERDOWN Hash slot not served\r\n")
+	replyNoCluster  = []byte("-ERR This instance has cluster support disabled\r\n")
+	replyUnsettled  = []byte("-TRYAGAIN cacheproxy: the key's slot is moving between nodes; try again\r\n")
+	replyBadCursor  = []byte("-ERR invalid cursor\r\n")
+	replyNoShutdown = []byte("-ERR cacheproxy: SHUTDOWN is not supported through the proxy in front of a Redis Cluster; shut the nodes down directly\r\n")
+	cmdAsking       = []byte("*1\r\n$6\r\nASKING\r\n")
 )
 
 // Do sends b's requests to the masters their keys live on and waits for every
@@ -124,13 +124,13 @@ const (
 type merge uint8
 
 const (
-	mergeArray   merge = iota // MGET: elements back in key order
-	mergeSum                  // DEL, EXISTS...: integers added
-	mergeOK                   // MSET, FLUSHALL, SCRIPT LOAD...: the first error, else the first reply
-	mergeConcat               // KEYS: arrays joined
-	mergeAnd                  // SCRIPT EXISTS: 1 where every master says 1
-	mergeAnyOK                // SCRIPT KILL: OK if one master killed, else the first reply
-	mergeNonNil               // RANDOMKEY: the first key found
+	mergeArray  merge = iota // MGET: elements back in key order
+	mergeSum                 // DEL, EXISTS...: integers added
+	mergeOK                  // MSET, FLUSHALL, SCRIPT LOAD...: the first error, else the first reply
+	mergeConcat              // KEYS: arrays joined
+	mergeAnd                 // SCRIPT EXISTS: 1 where every master says 1
+	mergeAnyOK               // SCRIPT KILL: OK if one master killed, else the first reply
+	mergeNonNil              // RANDOMKEY: the first key found
 )
 
 // part is one request sent to one node.

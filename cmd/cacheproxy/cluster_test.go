@@ -85,4 +85,7 @@ func TestClusterUpstream(t *testing.T) {
 	if out := redisCLI(t, listen, "SELECT", "1"); !strings.Contains(out, "cluster mode") {
 		t.Fatalf("SELECT 1: %q", out)
 	}
+	if s := scrape(t, metrics); !containsLine(s, "cacheproxy_cluster_masters 3") {
+		t.Error("cacheproxy_cluster_masters is not 3")
+	}
 }

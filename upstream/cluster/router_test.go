@@ -120,6 +120,12 @@ func testSessionMoves(t *testing.T, rc *redistest.Cluster) {
 	if v := do(t, routerDo{c.Router(2)}, []string{"GET", k[0]}); v[0] != "$1\r\nv\r\n" {
 		t.Fatalf("the aborted transaction wrote: GET = %q", v)
 	}
+	// Under WATCH, a read of another master's key is served; the
+	// transaction on the watched key runs.
+	got = do(t, s, []string{"WATCH", k[0]}, []string{"GET", k[1]}, []string{"MULTI"}, []string{"SET", k[0], "w"}, []string{"EXEC"})
+	if got[1] != "$1\r\nv\r\n" || got[4] != "*1\r\n+OK\r\n" {
+		t.Fatalf("WATCH, a read elsewhere, MULTI, SET, EXEC = %q", got)
+	}
 	// A blocking pop on each master.
 	for _, key := range k {
 		do(t, routerDo{c.Router(2)}, []string{"RPUSH", key + "l", "x"})

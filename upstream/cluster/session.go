@@ -13,10 +13,10 @@ import (
 // commands, scripts). Its connection goes to the master of the first key it
 // sees; until then, and for keyless commands, to any master. A session that
 // holds no state (no MULTI with keys queued, no WATCH) follows each command's
-// keys to their master; one that does answers a command whose keys live on
-// another master with CROSSSLOT, and a transaction that got one ends in
-// EXECABORT, as Redis Cluster ends one whose keys span slots. Nothing is
-// dialled until the first batch.
+// keys to their master. Under WATCH alone, a command on another master's keys
+// takes the shared path; inside MULTI it is answered CROSSSLOT, and EXEC then
+// EXECABORT, as Redis Cluster ends a transaction whose keys span slots.
+// Nothing is dialled until the first batch.
 func (r *Router) Dedicated(ctx context.Context, db int) (upstream.Session, error) {
 	if db != 0 {
 		return nil, errors.New("cluster: only database 0 exists in a cluster")
@@ -92,6 +92,14 @@ func (s *session) Do(b *upstream.Batch) {
 				}
 				s.refuse(b, replyNotServed)
 				continue
+			case owner != s.addr && s.conn != nil && s.watching && !s.multi:
+				// Under WATCH alone, commands are not part of the
+				// transaction: one on another master's keys takes the
+				// shared path.
+				if !s.flush(b) || !s.shared(b, req) {
+					return
+				}
+				continue
 			case owner != s.addr && s.conn != nil && s.pinned():
 				if !s.flush(b) {
 					return
@@ -113,6 +121,20 @@ func (s *session) Do(b *upstream.Batch) {
 		s.track(name, slot, req)
 	}
 	s.flush(b)
+}
+
+// shared sends req through the router's shared connections and appends its
+// reply to b. It reports false when b failed.
+func (s *session) shared(b *upstream.Batch, req []byte) bool {
+	var one upstream.Batch
+	one.Add(req)
+	s.r.Do(s.ctx, 0, 0, &one)
+	if one.Answered() == 0 {
+		b.Fail(one.Err())
+		return false
+	}
+	b.AppendReply(one.Reply(0))
+	return true
 }
 
 // refuse answers a command with reply without sending it; inside MULTI the

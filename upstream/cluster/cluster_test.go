@@ -72,6 +72,9 @@ func testTopologyMatchesNodes(t *testing.T, rc *redistest.Cluster) {
 		if got := top.Replicas(s.Master); !slices.Equal(got, s.Replicas) {
 			t.Errorf("replicas of %s = %v; want %v", s.Master, got, s.Replicas)
 		}
+		if got := top.Ranges(s.Master); !slices.Equal(got, s.Slots) {
+			t.Errorf("ranges of %s = %v; want %v", s.Master, got, s.Slots)
+		}
 		for _, r := range s.Slots {
 			for _, slot := range []int{r[0], (r[0] + r[1]) / 2, r[1]} {
 				if got := top.Owner(slot); got != s.Master {

@@ -93,14 +93,16 @@ type clusterStreams struct {
 	subs []*invalidation.Subscriber
 }
 
-func newClusterStreams(masters []string, base invalidation.Config, opts *redis.Options, t invalidation.Target) *clusterStreams {
+func newClusterStreams(top *cluster.Topology, base invalidation.Config, opts *redis.Options, t invalidation.Target) *clusterStreams {
 	f := &fanIn{Target: t}
 	cs := &clusterStreams{}
-	for _, m := range masters {
+	for _, m := range top.Masters() {
 		cfg := base
 		o := *opts
 		o.Addr, o.Dialer = m, nil
 		cfg.Options = &o
+		// The canary's keys must live on the master whose stream they prove.
+		cfg.CanaryTag = cluster.SlotTag(top.Ranges(m)[0][0])
 		cs.subs = append(cs.subs, invalidation.New(cfg, f))
 	}
 	return cs

@@ -270,7 +270,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 	}
 	if cl != nil {
 		// Each master publishes the events of its own keys alone.
-		streams := newClusterStreams(cl.Topology().Masters(), icfg, opts, srv.KeyspaceTarget())
+		streams := newClusterStreams(cl.Topology(), icfg, opts, srv.KeyspaceTarget())
 		metrics.ObserveSubscriber(streams.state)
 		h.setSubscriber(streams.state)
 		start(func() error { return streams.run(parts) })

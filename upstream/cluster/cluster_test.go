@@ -51,7 +51,7 @@ var movingTests = []clusterTest{
 func newCluster(t *testing.T, rc *redistest.Cluster, refresh time.Duration) *Cluster {
 	t.Helper()
 	ctx := context.Background()
-	table, err := commands.Load(ctx, rc.NodeClient(rc.Seeds()[0]))
+	table, err := commandsOf(rc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,4 +122,9 @@ func testTopologyFollowsFailover(t *testing.T, rc *redistest.Cluster) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// commandsOf loads the command table from a node of rc.
+func commandsOf(rc *redistest.Cluster) (*commands.Table, error) {
+	return commands.Load(context.Background(), rc.NodeClient(rc.Seeds()[0]))
 }

@@ -482,7 +482,8 @@ func testClusterFailover(t *testing.T, rc *redistest.Cluster) {
 	l := startLoad(t, e, keys, 4)
 	old := rc.Shards()[0]
 	rc.Failover(old.Replicas[0])
-	time.Sleep(200 * time.Millisecond) // some load after the switch
+	after := l.ops.Load()
+	eventually(t, 20*time.Second, "load after the failover", func() bool { return l.ops.Load() > after+50 })
 	l.end(t)
 	eventually(t, 10*time.Second, "the proxy learns the new master", func() bool {
 		return slices.Contains(e.cl.Topology().Masters(), old.Replicas[0])

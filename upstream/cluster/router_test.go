@@ -126,6 +126,11 @@ func testSessionMoves(t *testing.T, rc *redistest.Cluster) {
 	if got[1] != "$1\r\nv\r\n" || got[4] != "*1\r\n+OK\r\n" {
 		t.Fatalf("WATCH, a read elsewhere, MULTI, SET, EXEC = %q", got)
 	}
+	// A second WATCH, of another master's key, cannot join the first.
+	got = do(t, s, []string{"WATCH", k[0]}, []string{"WATCH", k[1]}, []string{"UNWATCH"})
+	if got[0] != "+OK\r\n" || !strings.HasPrefix(got[1], "-CROSSSLOT") || got[2] != "+OK\r\n" {
+		t.Fatalf("WATCH on two masters = %q", got)
+	}
 	// A blocking pop on each master.
 	for _, key := range k {
 		do(t, routerDo{c.Router(2)}, []string{"RPUSH", key + "l", "x"})

@@ -496,3 +496,33 @@ func testClusterFailover(t *testing.T, rc *redistest.Cluster) {
 		t.Fatalf("GET after the failover = %q, %v", v, err)
 	}
 }
+
+// testClusterShardPubSub subscribes to shard channels through the proxy:
+// the connection goes to the master of the first one's slot; one of another
+// master's slot is refused with CROSSSLOT, never MOVED; messages published
+// through any client arrive.
+func testClusterShardPubSub(t *testing.T, rc *redistest.Cluster) {
+	e := startClusterEnv(t, rc)
+	chans := spread(t, rc, "shard:", 2)
+	a := chans[0]
+	var b string
+	for _, ch := range chans[1:] {
+		if rc.Owner(rc.Slot(ch)) != rc.Owner(rc.Slot(a)) {
+			b = ch
+			break
+		}
+	}
+	sub := dialRaw(t, e.addr)
+	if got := sub.roundTrip(string(encodeCommand(byteArgs([]string{"SSUBSCRIBE", a}))), 1); !strings.Contains(got, "ssubscribe") {
+		t.Fatalf("SSUBSCRIBE %s: %q", a, got)
+	}
+	if got := sub.roundTrip(string(encodeCommand(byteArgs([]string{"SSUBSCRIBE", b}))), 1); got != strings.ReplaceAll(crossSlot, `\r\n`, "\r\n") {
+		t.Fatalf("SSUBSCRIBE %s of another master: %q; want CROSSSLOT", b, got)
+	}
+	if n, err := e.client().SPublish(bg, a, "hi").Result(); err != nil || n != 1 {
+		t.Fatalf("SPUBLISH %s = %d, %v; want 1", a, n, err)
+	}
+	if got := sub.roundTrip("", 1); !strings.Contains(got, "smessage") || !strings.Contains(got, "hi") {
+		t.Fatalf("message: %q", got)
+	}
+}

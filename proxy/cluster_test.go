@@ -38,6 +38,7 @@ var clusterSteady = []clusterTest{
 	{"HashTags", testClusterHashTags},
 	{"Select", testClusterSelect},
 	{"Sessions", testClusterSessions},
+	{"ShardPubSub", testClusterShardPubSub},
 }
 
 var clusterMoving = []clusterTest{

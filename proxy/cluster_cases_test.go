@@ -526,3 +526,23 @@ func testClusterShardPubSub(t *testing.T, rc *redistest.Cluster) {
 		t.Fatalf("message: %q", got)
 	}
 }
+
+// testClusterMonitor checks that a monitoring client's commands on keys of
+// any master get a monitor's refusal, never the monitoring node's MOVED.
+func testClusterMonitor(t *testing.T, rc *redistest.Cluster) {
+	e := startClusterEnv(t, rc)
+	m := dialRaw(t, e.addr)
+	if got := m.roundTrip("*1\r\n$7\r\nMONITOR\r\n", 1); got != "+OK\r\n" {
+		t.Fatalf("MONITOR: %q", got)
+	}
+	for _, k := range spread(t, rc, "monitor:", 3) {
+		got := m.roundTrip(string(encodeCommand(byteArgs([]string{"GET", k}))), 1)
+		// Lines of the stream (the proxy's own commands) may come first.
+		for i := 0; strings.HasPrefix(got, "+") && i < 1000; i++ {
+			got = m.roundTrip("", 1)
+		}
+		if got != "-ERR Replica can't interact with the keyspace\r\n" {
+			t.Fatalf("GET %s while monitoring: %q", k, got)
+		}
+	}
+}

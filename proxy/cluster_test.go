@@ -39,6 +39,7 @@ var clusterSteady = []clusterTest{
 	{"Select", testClusterSelect},
 	{"Sessions", testClusterSessions},
 	{"ShardPubSub", testClusterShardPubSub},
+	{"Monitor", testClusterMonitor},
 }
 
 var clusterMoving = []clusterTest{

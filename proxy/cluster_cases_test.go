@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -531,16 +532,28 @@ func testClusterShardPubSub(t *testing.T, rc *redistest.Cluster) {
 // any master get a monitor's refusal, never the monitoring node's MOVED.
 func testClusterMonitor(t *testing.T, rc *redistest.Cluster) {
 	e := startClusterEnv(t, rc)
-	m := dialRaw(t, e.addr)
-	if got := m.roundTrip("*1\r\n$7\r\nMONITOR\r\n", 1); got != "+OK\r\n" {
+	nc, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	m := &compatConn{c: nc}
+	send := func(args ...string) {
+		if _, err := nc.Write(encodeCommand(byteArgs(args))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("MONITOR")
+	if got := m.read(1)[0]; got != "+OK\r\n" {
 		t.Fatalf("MONITOR: %q", got)
 	}
 	for _, k := range spread(t, rc, "monitor:", 3) {
-		got := m.roundTrip(string(encodeCommand(byteArgs([]string{"GET", k}))), 1)
+		send("GET", k)
 		// Lines of the stream (every other test's commands on that
 		// master) may come first, many of them.
-		for deadline := time.Now().Add(time.Minute); strings.HasPrefix(got, "+") && time.Now().Before(deadline); {
-			got = m.roundTrip("", 1)
+		got := m.read(1)[0]
+		for deadline := time.Now().Add(time.Minute); monitorLine([]byte(got)) && time.Now().Before(deadline); {
+			got = m.read(1)[0]
 		}
 		if got != "-ERR Replica can't interact with the keyspace\r\n" {
 			t.Fatalf("GET %s while monitoring: %q", k, got)

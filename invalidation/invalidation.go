@@ -132,6 +132,10 @@ type Config struct {
 	// CanaryTimeout is how long a canary's notification may take before the
 	// stream is declared lost. 0 means 5s.
 	CanaryTimeout time.Duration
+	// CanaryTag, when set, goes into every canary key after CanaryPrefix: a
+	// Redis Cluster hash tag ("{...}") that puts the keys on the master the
+	// stream listens to, which would otherwise refuse them (MOVED).
+	CanaryTag string
 	// PollInterval is how often the upstream's INFO is read for restarts,
 	// failovers and commands that change keys without per-key events. It
 	// bounds how long such a change can go unnoticed. 0 means 100ms; negative
@@ -188,7 +192,7 @@ type Subscriber struct {
 	canaryInterval time.Duration // <= 0: no canary
 	canaryTimeout  time.Duration
 	pollInterval   time.Duration // <= 0: no polling
-	canaryKeys     string        // CanaryPrefix + this subscriber's random id + ":"
+	canaryKeys     string        // CanaryPrefix + CanaryTag + this subscriber's random id + ":"
 	tracked        []string      // tracking mode's PREFIX list; nil tracks every key
 
 	// Timings; tests shorten them.
@@ -259,7 +263,7 @@ func New(cfg Config, t Target) *Subscriber {
 	}
 	var id [8]byte
 	_, _ = rand.Read(id[:])
-	canaryKeys := CanaryPrefix + hex.EncodeToString(id[:]) + ":"
+	canaryKeys := CanaryPrefix + cfg.CanaryTag + hex.EncodeToString(id[:]) + ":"
 	return &Subscriber{
 		opts:            o,
 		mode:            cfg.Mode,

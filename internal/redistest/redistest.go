@@ -30,6 +30,10 @@ type Options struct {
 	Args []string
 	// ReplicaOf, host:port, starts the server as a replica of that one.
 	ReplicaOf string
+	// Cluster starts the server with cluster support on (a node of no
+	// cluster yet: see StartCluster), its cluster bus on a free port of its
+	// own and its node configuration in its data directory.
+	Cluster bool
 }
 
 // Server is one running redis-server.
@@ -142,6 +146,21 @@ func (s *Server) launch() error {
 	if s.opts.ReplicaOf != "" {
 		host, port, _ := net.SplitHostPort(s.opts.ReplicaOf)
 		args = append(args, "--replicaof", host, port)
+	}
+	if s.opts.Cluster {
+		// The bus's default port, the client port + 10000, may be taken or
+		// past 65535: it gets a free one too, losing races as the client
+		// port may (start tries again).
+		bus, err := localnet.FreeAddr()
+		if err != nil {
+			return err
+		}
+		_, busPort, _ := net.SplitHostPort(bus)
+		args = append(args,
+			"--cluster-enabled", "yes",
+			"--cluster-config-file", "nodes.conf",
+			"--cluster-port", busPort,
+			"--cluster-node-timeout", "5000")
 	}
 	args = append(args, s.opts.Args...)
 	cmd := exec.Command("redis-server", args...)

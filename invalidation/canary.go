@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // canary writes a key of its own, waits for the stream to notify it, pauses,
@@ -21,12 +23,15 @@ func (ss *session) canary() {
 	px := max(s.canaryTimeout, time.Second)
 	for {
 		key := s.canaryKeys + strconv.FormatInt(s.canarySeq.Add(1), 10)
+		if s.canaryTag != nil {
+			key += "{" + s.canaryTag() + "}"
+		}
 		sent := time.Now()
 		if !ss.expectCanary(key, sent) {
 			return
 		}
 		if err := ss.ctl.Set(ss.ctx, key, "", px).Err(); err != nil {
-			if refused(err) {
+			if refused(err) && !redirected(err) {
 				ss.canaryRefused(key, err)
 			} else {
 				ss.lose(fmt.Errorf("canary write: %w", err))
@@ -126,4 +131,17 @@ func (ss *session) canaryLate(key string) {
 		return
 	}
 	ss.lose(fmt.Errorf("canary %q not notified within %v: the stream delivers nothing", key, s.canaryTimeout))
+}
+
+// redirected tells a Redis Cluster node's refusal of a key it does not serve
+// (MOVED, ASK) or cannot serve now (TRYAGAIN, CLUSTERDOWN) from a refusal of
+// the write itself: the slot map changed, and the next session writes to a
+// slot the node serves.
+func redirected(err error) bool {
+	for _, p := range [...]string{"MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN"} {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return false
 }

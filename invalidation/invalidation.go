@@ -137,6 +137,12 @@ type Config struct {
 	// bounds how long such a change can go unnoticed. 0 means 100ms; negative
 	// turns polling off.
 	PollInterval time.Duration
+	// CanaryHashTag, when set, is called before each canary write for a hash
+	// tag (the text a key holds between braces) whose slot the upstream
+	// serves at that moment: a Redis Cluster node takes writes only to its
+	// own slots. A canary write answered MOVED or ASK ends the session (the
+	// slot map has changed) rather than counting as refused.
+	CanaryHashTag func() string
 	// Logger receives state changes. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -189,6 +195,7 @@ type Subscriber struct {
 	canaryTimeout  time.Duration
 	pollInterval   time.Duration // <= 0: no polling
 	canaryKeys     string        // CanaryPrefix + this subscriber's random id + ":"
+	canaryTag      func() string // nil outside a cluster
 	tracked        []string      // tracking mode's PREFIX list; nil tracks every key
 
 	// Timings; tests shorten them.
@@ -270,6 +277,7 @@ func New(cfg Config, t Target) *Subscriber {
 		canaryTimeout:   orDefault(cfg.CanaryTimeout, DefaultCanaryTimeout),
 		pollInterval:    orDefault(cfg.PollInterval, DefaultPollInterval),
 		canaryKeys:      canaryKeys,
+		canaryTag:       cfg.CanaryHashTag,
 		tracked:         trackedPrefixes(cfg.Prefixes, canaryKeys),
 		pingInterval:    time.Second,
 		recheckInterval: 10 * time.Second,

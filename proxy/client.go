@@ -255,8 +255,8 @@ func (c *client) read(rt *routeInfo, cmd redcon.Command) {
 	c.slots = append(c.slots, slot{kind: slotFill, idx: idx, aux: pttl, fill: f, pol: p})
 }
 
-// pool is the upstream pool that speaks the client's protocol.
-func (c *client) pool() *upstream.Pool {
+// pool is the upstream that speaks the client's protocol.
+func (c *client) pool() Upstream {
 	if c.proto == 3 {
 		return c.s.up3
 	}

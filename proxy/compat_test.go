@@ -421,8 +421,13 @@ func (deaf) InvalidateEveryDB([]byte) {}
 
 // compatEnv is a proxy and a reference Redis with the same configuration.
 type compatEnv struct {
-	e   *env
-	ref *redistest.Server
+	e     *env
+	proxy string // the proxy's address
+	ref   *redistest.Server
+	// prefix turns a run's key prefix into the one its keys get: itself,
+	// or, in front of a cluster, a hash tag that keeps a run's keys in one
+	// slot.
+	prefix func(string) string
 }
 
 func startCompat(t *testing.T, o envOptions, ref redistest.Options) *compatEnv {
@@ -431,16 +436,16 @@ func startCompat(t *testing.T, o envOptions, ref redistest.Options) *compatEnv {
 	o.wrapTarget = func(t invalidation.Target) invalidation.Target { return deaf{t} }
 	e := startEnv(t, o)
 	e.waitSubscribed()
-	return &compatEnv{e: e, ref: redistest.Start(t, ref)}
+	return &compatEnv{e: e, proxy: e.addr, ref: redistest.Start(t, ref), prefix: func(p string) string { return p }}
 }
 
 func (ce *compatEnv) check(t *testing.T, scripts []compatScript) {
 	t.Helper()
 	for _, proto := range []int{2, 3} {
 		for i, s := range scripts {
-			compare(t, s, ce.ref.Addr(), ce.e.addr, fmt.Sprintf("one%d_%d_", proto, i), false, proto)
+			compare(t, s, ce.ref.Addr(), ce.proxy, ce.prefix(fmt.Sprintf("one%d_%d_", proto, i)), false, proto)
 			if s.pipelinable() {
-				compare(t, s, ce.ref.Addr(), ce.e.addr, fmt.Sprintf("pipe%d_%d_", proto, i), true, proto)
+				compare(t, s, ce.ref.Addr(), ce.proxy, ce.prefix(fmt.Sprintf("pipe%d_%d_", proto, i)), true, proto)
 			}
 		}
 	}
@@ -459,7 +464,7 @@ func (ce *compatEnv) checkConcurrently(t *testing.T, scripts []compatScript, cli
 			defer wg.Done()
 			proto := 2 + i/2%2
 			for j, s := range scripts {
-				compare(t, s, ce.ref.Addr(), ce.e.addr, fmt.Sprintf("c%d_%d_", i, j), s.pipelinable() && i%2 == 1, proto)
+				compare(t, s, ce.ref.Addr(), ce.proxy, ce.prefix(fmt.Sprintf("c%d_%d_", i, j)), s.pipelinable() && i%2 == 1, proto)
 			}
 		}(i)
 	}

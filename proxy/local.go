@@ -52,6 +52,8 @@ func (c *client) local(rt *routeInfo, cmd redcon.Command) {
 		switch {
 		case err != nil:
 			c.emitError("ERR value is not an integer or out of range")
+		case c.s.cluster && db != 0:
+			c.emitError("ERR SELECT is not allowed in cluster mode")
 		case db < 0 || db >= c.s.up.Databases():
 			c.emitError("ERR DB index is out of range")
 		default:

@@ -31,15 +31,40 @@ import (
 	"github.com/cacheproxy/cacheproxy/upstream"
 )
 
+// Upstream is where the proxy sends what it does not answer itself: one Redis
+// (*upstream.Pool) or a Redis Cluster (cluster.Router), which the proxy cannot
+// tell apart. Every reply comes back exactly as Redis gave it.
+type Upstream interface {
+	// Do sends b's requests in database db on a shared connection chosen by
+	// hint and waits for the replies (see upstream.Pool.Do).
+	Do(ctx context.Context, db int, hint uint64, b *upstream.Batch)
+	// Dedicated opens a session for one client alone: transactions,
+	// blocking commands, scripts.
+	Dedicated(ctx context.Context, db int) (upstream.Session, error)
+	// Raw opens a connection whose socket the caller takes over: pub/sub,
+	// MONITOR.
+	Raw(ctx context.Context, db int) (net.Conn, error)
+	// Urgent sends b on a connection of its own: commands that end a
+	// script Redis is busy running.
+	Urgent(ctx context.Context, b *upstream.Batch)
+	// Databases is the number of databases clients may SELECT.
+	Databases() int
+}
+
+var _ Upstream = (*upstream.Pool)(nil)
+
 // Options are what a Server is built from. Every field but Logger is required.
 type Options struct {
-	Upstream *upstream.Pool // RESP2 connections, for RESP2 clients
+	Upstream Upstream // RESP2 connections, for RESP2 clients
 	// Upstream3 carries RESP3 clients' commands on connections that are
 	// themselves in RESP3, so that their replies come back in RESP3's forms.
 	// Without it, HELLO 3 gets NOPROTO and clients stay in RESP2.
-	Upstream3 *upstream.Pool
-	Commands  *commands.Table
-	Cache     *l1.Cache // the default L1 pool
+	Upstream3 Upstream
+	// Cluster says the upstream is a Redis Cluster: clients see database 0
+	// alone, and SELECT of another gets Redis Cluster's error.
+	Cluster  bool
+	Commands *commands.Table
+	Cache    *l1.Cache // the default L1 pool
 	// Pools are further L1 pools by name, each with its own budget, for
 	// policies that name them (policy.Policy.Pool). Optional.
 	Pools    map[string]*l1.Cache
@@ -75,8 +100,9 @@ type Options struct {
 
 // Server serves clients until Close.
 type Server struct {
-	up      *upstream.Pool // RESP2
-	up3     *upstream.Pool // RESP3; nil when RESP3 is not offered
+	up      Upstream // RESP2
+	up3     Upstream // RESP3; nil when RESP3 is not offered
+	cluster bool     // Options.Cluster
 	cmds    *commands.Table
 	cache   *pools
 	metrics *Metrics
@@ -113,6 +139,13 @@ type Server struct {
 
 // New checks o and builds a Server.
 func New(o Options) (*Server, error) {
+	// A nil *upstream.Pool is no pool.
+	if p, ok := o.Upstream.(*upstream.Pool); ok && p == nil {
+		o.Upstream = nil
+	}
+	if p, ok := o.Upstream3.(*upstream.Pool); ok && p == nil {
+		o.Upstream3 = nil
+	}
 	switch {
 	case o.Upstream == nil:
 		return nil, errors.New("proxy: Options.Upstream is required")
@@ -149,6 +182,7 @@ func New(o Options) (*Server, error) {
 	s := &Server{
 		up:         o.Upstream,
 		up3:        o.Upstream3,
+		cluster:    o.Cluster,
 		cmds:       o.Commands,
 		cache:      caches,
 		metrics:    o.Metrics,

@@ -239,6 +239,10 @@ func (c *client) detachedCommand(cmd redcon.Command) {
 		// c.proto, not ps.resp3: a RESET sent to the subscribed connection
 		// took it back to RESP2.
 		if c.ps != nil && c.proto != 3 {
+			if c.s.cluster {
+				c.refuseSubscribed(cmd)
+				return
+			}
 			ps.send(cmd.Raw) // refused by Redis, with its own error
 			return
 		}
@@ -255,6 +259,27 @@ func (c *client) detachedCommand(cmd redcon.Command) {
 		c.flush()
 		_ = c.dconn.Flush()
 	}
+}
+
+// refuseSubscribed answers a command that RESP2's subscribed mode refuses,
+// in front of a cluster: there a node checks where a command's keys live
+// before whether the connection may run it, and would answer MOVED. Unknown
+// commands and wrong arities, which a node judges first, still go to it.
+func (c *client) refuseSubscribed(cmd redcon.Command) {
+	info := c.s.cmds.Lookup(cmd.Args)
+	if info == nil || !info.ArityOK(len(cmd.Args)) {
+		c.ps.send(cmd.Raw)
+		return
+	}
+	// Replies to what was sent before come first.
+	if _, ok := c.ps.sync(); !ok {
+		c.conn = nil
+		return
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.conn.WriteError("ERR Can't execute '" + info.Name + "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+	_ = c.dconn.Flush()
 }
 
 // sync sends a barrier and waits for its answer; false means the upstream

@@ -17,7 +17,7 @@ import (
 // WATCH, or for one blocking command: each leaves state on the connection, or
 // holds it, so it must not be shared.
 type txState struct {
-	conn  *upstream.Conn
+	conn  upstream.Session
 	multi bool
 	// db is the database the connection will be in after the queued commands
 	// run: SELECT inside MULTI takes effect at EXEC. connDB is the one it is in
@@ -195,7 +195,8 @@ func (c *client) settleTx(s *slot) {
 		tx.clean = string(reply) == "+OK\r\n"
 	case txSelect:
 		db, err := strconv.Atoi(string(s.args[1]))
-		if err == nil && len(reply) > 0 && reply[0] == '+' {
+		// A cluster queues SELECT of another database and refuses it at EXEC.
+		if err == nil && len(reply) > 0 && reply[0] == '+' && !(c.s.cluster && db != 0) {
 			tx.db = db
 			if tx.multi {
 				tx.dirty = true
@@ -266,7 +267,7 @@ func (c *client) blocking(cmd redcon.Command, info *commands.Info, watch bool) {
 // flushWatched flushes a segment that may block upstream for long, watching
 // the client meanwhile: if it disconnects, conn is closed, which ends the
 // wait and frees the upstream of the blocked command.
-func (c *client) flushWatched(conn *upstream.Conn) {
+func (c *client) flushWatched(conn upstream.Session) {
 	// The replies before the blocking command wait in redcon's buffer until
 	// it returns: store their fills now, not after the wait.
 	c.storeFills()
@@ -292,7 +293,7 @@ type idleConns struct {
 type idleKey struct{ db, proto int }
 
 type idleConn struct {
-	conn  *upstream.Conn
+	conn  upstream.Session
 	since time.Time
 }
 
@@ -302,7 +303,7 @@ const (
 )
 
 // dedicated returns an idle connection to db in protocol proto, or a new one.
-func (s *Server) dedicated(db, proto int) (*upstream.Conn, error) {
+func (s *Server) dedicated(db, proto int) (upstream.Session, error) {
 	if conn := s.idle.take(idleKey{db, proto}); conn != nil {
 		return conn, nil
 	}
@@ -312,10 +313,10 @@ func (s *Server) dedicated(db, proto int) (*upstream.Conn, error) {
 	return s.up.Dedicated(s.ctx, db)
 }
 
-func (p *idleConns) take(k idleKey) *upstream.Conn {
+func (p *idleConns) take(k idleKey) upstream.Session {
 	p.mu.Lock()
-	var stale []*upstream.Conn
-	var got *upstream.Conn
+	var stale []upstream.Session
+	var got upstream.Session
 	for l := p.byDB[k]; len(l) > 0 && got == nil; l = p.byDB[k] {
 		ic := l[len(l)-1]
 		l[len(l)-1] = idleConn{}

@@ -364,3 +364,37 @@ func skipDigits(s []byte, i int) int {
 	}
 	return i
 }
+
+// CommandArgs splits req, one complete command as clients send it (an array
+// of bulk strings, as Guard leaves every command), into its arguments'
+// contents, appended to dst[:0]. They share req's memory. It reports false if
+// req is anything else.
+func CommandArgs(req []byte, dst [][]byte) ([][]byte, bool) {
+	dst = dst[:0]
+	if len(req) == 0 || req[0] != '*' {
+		return dst, false
+	}
+	content, pos, ok := replyLine(req, 0)
+	if !ok {
+		return dst, false
+	}
+	n, ok := parseLL(content)
+	if !ok || n < 1 {
+		return dst, false
+	}
+	for ; n > 0; n-- {
+		if pos >= len(req) || req[pos] != '$' {
+			return dst, false
+		}
+		if content, pos, ok = replyLine(req, pos); !ok {
+			return dst, false
+		}
+		l, ok := parseLL(content)
+		if !ok || l < 0 || l > int64(len(req)-pos-2) || req[pos+int(l)] != '\r' || req[pos+int(l)+1] != '\n' {
+			return dst, false
+		}
+		dst = append(dst, req[pos:pos+int(l)])
+		pos += int(l) + 2
+	}
+	return dst, pos == len(req)
+}

@@ -468,3 +468,39 @@ func TestArrayElems(t *testing.T) {
 		}
 	}
 }
+
+func TestCommandArgs(t *testing.T) {
+	for _, tc := range []struct {
+		req  string
+		want []string
+	}{
+		{"*1\r\n$4\r\nPING\r\n", []string{"PING"}},
+		{"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n", []string{"SET", "k", ""}},
+		{"*2\r\n$3\r\nGET\r\n$4\r\na\r\nb\r\n", []string{"GET", "a\r\nb"}},
+		{"*2\r\n$3\r\nGET\r\n", nil},   // short
+		{"*1\r\n$4\r\nPING\r\nx", nil}, // trailing bytes
+		{"*1\r\n:4\r\n", nil},          // not a bulk
+		{"*0\r\n", nil},                // no name
+		{"$4\r\nPING\r\n", nil},        // not an array
+		{"*1\r\n$5\r\nPING\r\n", nil},  // length past the end
+		{"*1\r\n$-1\r\n", nil},         // null
+	} {
+		got, ok := CommandArgs([]byte(tc.req), nil)
+		if ok != (tc.want != nil) {
+			t.Errorf("CommandArgs(%q) ok = %v", tc.req, ok)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if len(got) != len(tc.want) {
+			t.Errorf("CommandArgs(%q) = %q; want %q", tc.req, got, tc.want)
+			continue
+		}
+		for i := range got {
+			if string(got[i]) != tc.want[i] {
+				t.Errorf("CommandArgs(%q) = %q; want %q", tc.req, got, tc.want)
+			}
+		}
+	}
+}

@@ -175,11 +175,35 @@ func (p *Pool) shared(ctx context.Context, s *slot, db int) (*Conn, error) {
 	return c, nil
 }
 
+// Session is a connection for one client alone: see Pool.Dedicated. A *Conn
+// is one; a cluster's may stand for a connection to whichever node the
+// client's keys lead to.
+type Session interface {
+	// Do sends b and waits for its replies, as Conn.Do.
+	Do(b *Batch)
+	// Usable reports whether the session may carry a batch, as Conn.Usable.
+	Usable() bool
+	// Err is non-nil once the session is dead.
+	Err() error
+	// Close ends the session; unanswered batches fail with ErrClosed.
+	Close()
+}
+
+var _ Session = (*Conn)(nil)
+
 // Dedicated opens a connection for one client alone, for commands that leave
 // state on the connection (MULTI, WATCH) or hold it (BLPOP). The caller closes
 // it. A *ReplyError (see Batch.Err) means Redis is busy or loading and would
 // have answered the client's commands with its Line.
-func (p *Pool) Dedicated(ctx context.Context, db int) (*Conn, error) {
+func (p *Pool) Dedicated(ctx context.Context, db int) (Session, error) {
+	c, err := p.dedicate(ctx, db)
+	if err != nil {
+		return nil, err // no typed nil in the interface
+	}
+	return c, nil
+}
+
+func (p *Pool) dedicate(ctx context.Context, db int) (*Conn, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -212,7 +236,7 @@ func (p *Pool) Dedicated(ctx context.Context, db int) (*Conn, error) {
 // bounds the whole exchange: if it ends first, the connection is closed and b
 // fails with ctx's error.
 func (p *Pool) Urgent(ctx context.Context, b *Batch) {
-	c, err := p.Dedicated(ctx, 0)
+	c, err := p.dedicate(ctx, 0)
 	if err != nil {
 		b.fail(0, err)
 		return
@@ -362,6 +386,28 @@ func (b *Batch) Reply(i int) []byte {
 	}
 	return b.buf[start:b.ends[i]]
 }
+
+// Request is request i, as added.
+func (b *Batch) Request(i int) []byte { return b.reqs[i] }
+
+// The three methods below are for an upstream that answers a batch from the
+// replies of others (a cluster sends parts of it to each node): it clears
+// the replies, appends each in request order, and fails the rest if one
+// could not be had.
+
+// ResetReplies drops the replies and the error, keeping the requests.
+func (b *Batch) ResetReplies() {
+	b.buf, b.ends, b.err = b.buf[:0], b.ends[:0], nil
+}
+
+// AppendReply records reply, one complete reply, as the next request's.
+func (b *Batch) AppendReply(reply []byte) {
+	b.buf = append(b.buf, reply...)
+	b.ends = append(b.ends, len(b.buf))
+}
+
+// Fail stops the batch short: the requests from Answered() on fail with err.
+func (b *Batch) Fail(err error) { b.fail(len(b.ends), err) }
 
 func (b *Batch) fail(answered int, err error) {
 	b.ends = b.ends[:answered]

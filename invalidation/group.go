@@ -89,7 +89,9 @@ type GroupStats struct {
 // NewGroup returns a Group that keeps t coherent with the cluster whose
 // current slot map topology returns, and suspends t at once. cfg is every
 // master's Subscriber configuration: its Options.Addr and CanaryHashTag are
-// replaced per master. It panics where New would.
+// replaced per master, and its Options.Dialer is not used: each master is
+// dialled at its own address (with Options.TLSConfig). It panics where New
+// would.
 func NewGroup(cfg Config, topology func() *cluster.Topology, t Target) *Group {
 	if cfg.Options == nil {
 		panic("invalidation: Config.Options is nil")
@@ -223,7 +225,7 @@ func (g *Group) changed(prev, t *cluster.Topology, joined, left []*member) {
 func (g *Group) newMember(ctx context.Context, addr string) *member {
 	cfg := g.cfg
 	o := *cfg.Options
-	o.Addr = addr
+	o.Addr, o.Dialer = addr, nil
 	cfg.Options = &o
 	cfg.CanaryHashTag = func() string { return g.canaryTag(addr) }
 	m := &member{g: g, addr: addr, done: make(chan struct{})}

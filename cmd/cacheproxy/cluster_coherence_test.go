@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cacheproxy/cacheproxy/internal/redistest"
@@ -115,6 +116,15 @@ func testDirectWritesReachL1(t *testing.T, rc *redistest.Cluster, url string) {
 	}
 	if !containsLine(s, "cacheproxy_cluster_masters 3") {
 		t.Errorf("/metrics lacks cacheproxy_cluster_masters 3")
+	}
+	problems, err := promlint.New(strings.NewReader(s)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "cacheproxy_cluster_") {
+			t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -16,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cacheproxy/cacheproxy/internal/redistest"
+	"github.com/cacheproxy/cacheproxy/invalidation"
 	"github.com/cacheproxy/cacheproxy/upstream/cluster"
 )
 
@@ -407,5 +409,35 @@ func testReshardUnderLoad(t *testing.T, rc *redistest.Cluster, url string) {
 	}
 	if rc.Owner(cluster.Slot([]byte(counters[0]))) != to.Master {
 		t.Errorf("%s did not move to %s", counters[0], to.Master)
+	}
+}
+
+// TestReadyzPerMaster: with a cluster's streams, /readyz names the masters
+// whose streams hold the L1 suspended, and only those.
+func TestReadyzPerMaster(t *testing.T) {
+	t.Parallel()
+	h := &health{ping: func(context.Context) error { return nil }}
+	subscribed := false
+	h.setSubscriber(func() invalidation.State { return invalidation.State{Subscribed: subscribed} })
+	nodes := []invalidation.NodeState{
+		{Addr: "10.0.0.1:6379", State: invalidation.State{Subscribed: true}},
+		{Addr: "10.0.0.2:6379"},
+		{Addr: "10.0.0.3:6379", State: invalidation.State{CachingDisabled: "notifications off"}},
+	}
+	h.setNodes(func() []invalidation.NodeState { return nodes })
+	got := strings.Join(h.problems(bg), "\n")
+	want := "invalidation: master 10.0.0.2:6379: stream not trusted yet; the L1 is suspended\n" +
+		"invalidation: master 10.0.0.3:6379: caching disabled: notifications off"
+	if got != want {
+		t.Errorf("problems:\n%s\nwant:\n%s", got, want)
+	}
+	// Every master trusted, the Group not resumed yet: a change under way.
+	nodes = nodes[:1]
+	if got := h.problems(bg); len(got) != 1 || !strings.Contains(got[0], "slot map") {
+		t.Errorf("problems while following a change: %q", got)
+	}
+	subscribed = true
+	if got := h.problems(bg); len(got) != 0 {
+		t.Errorf("problems when every stream is trusted: %q", got)
 	}
 }

@@ -20,9 +20,11 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"gopkg.in/yaml.v3"
 
 	"github.com/cacheproxy/cacheproxy/acl"
 	"github.com/cacheproxy/cacheproxy/sentinel"
+	"github.com/cacheproxy/cacheproxy/upstream/cluster"
 
 	"github.com/cacheproxy/cacheproxy/policy"
 )
@@ -30,10 +32,14 @@ import (
 // Config is the whole file. Fields left out of the file keep Default's values; a
 // key written with no value (listen:) also keeps its default.
 type Config struct {
-	Listen   string `yaml:"listen"`   // client address, host:port; port 0 picks a free one; "": TLS only
-	Upstream string `yaml:"upstream"` // redis://[user:pass@]host:port[/db], as go-redis's ParseURL reads it, rediss:// for TLS, or redis-sentinel:// (see sentinel.ParseURL)
-	Metrics  string `yaml:"metrics"`  // Prometheus address, host:port; "" serves no metrics
-	L1       L1     `yaml:"l1"`
+	Listen string `yaml:"listen"` // client address, host:port; port 0 picks a free one; "": TLS only
+	// Upstream is redis://[user:pass@]host:port[/db], as go-redis's ParseURL
+	// reads it, rediss:// for TLS, redis-sentinel:// (see sentinel.ParseURL),
+	// or redis-cluster:// (see cluster.ParseURL); in the file, also a list of
+	// a cluster's seed nodes (host:port each).
+	Upstream UpstreamURL `yaml:"upstream"`
+	Metrics  string      `yaml:"metrics"` // Prometheus address, host:port; "" serves no metrics
+	L1       L1          `yaml:"l1"`
 	// PolicyList replaces the default list when given. Keys that match no prefix
 	// and find no "" entry are not cached. Policies compiles it.
 	PolicyList    []Policy     `yaml:"policies"`
@@ -341,7 +347,7 @@ func (c *Config) validate() []fieldError {
 			add("metrics", "%q is also the listen address", c.Metrics)
 		}
 	}
-	if msg := checkUpstream(c.Upstream); msg != "" {
+	if msg := checkUpstream(string(c.Upstream)); msg != "" {
 		add("upstream", "%s (e.g. redis://127.0.0.1:6379/0 or redis://user:pass@host:6379/0)", msg)
 	}
 	errs = append(errs, c.validateTLS()...)
@@ -557,9 +563,42 @@ func hasPortZero(addr string) bool {
 	return port == "0"
 }
 
+// UpstreamURL is the upstream's URL. In the file it may also be a list of a
+// Redis Cluster's seed nodes, which stands for the redis-cluster:// URL of
+// them.
+type UpstreamURL string
+
+// UnmarshalYAML reads a URL, or a list of seed nodes.
+func (u *UpstreamURL) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.SequenceNode {
+		var s string
+		if err := n.Decode(&s); err != nil {
+			return err
+		}
+		*u = UpstreamURL(s)
+		return nil
+	}
+	var seeds []string
+	if err := n.Decode(&seeds); err != nil {
+		return err
+	}
+	s, err := cluster.SeedsURL(seeds)
+	if err != nil {
+		return fmt.Errorf("line %d: upstream: the list of cluster seed nodes %v", n.Line, err)
+	}
+	*u = UpstreamURL(s)
+	return nil
+}
+
 // checkUpstream returns what is wrong with the upstream URL, or "". Messages
 // never repeat the password.
 func checkUpstream(s string) string {
+	if cluster.IsURL(s) {
+		if _, err := cluster.ParseURL(s); err != nil {
+			return "is not a cluster URL (redis-cluster://[user:pass@]host:port[,host:port...]): " + err.Error()
+		}
+		return ""
+	}
 	if sentinel.IsURL(s) {
 		if _, err := sentinel.ParseURL(s); err != nil {
 			return "is not a Sentinel URL (redis-sentinel://[user:pass@]host:port[,host:port]/master[/db]): " + err.Error()

@@ -81,7 +81,7 @@ func (c *Config) validateTLS() []fieldError {
 	}
 
 	u := c.UpstreamTLS
-	if !strings.HasPrefix(c.Upstream, "rediss://") {
+	if !strings.HasPrefix(string(c.Upstream), "rediss://") {
 		for _, f := range []struct{ path, v string }{
 			{"upstream_tls.ca_file", u.CAFile}, {"upstream_tls.server_name", u.ServerName},
 			{"upstream_tls.cert_file", u.CertFile}, {"upstream_tls.key_file", u.KeyFile},

@@ -311,7 +311,7 @@ func TestComposeAgrees(t *testing.T) {
 			t.Errorf("Kubernetes runs image %q, compose %q", got, image)
 		}
 	}
-	if up := cfg.Upstream; !strings.Contains(up, "//redis:6379/") || at(compose, "services", "redis") == nil {
+	if up := string(cfg.Upstream); !strings.Contains(up, "//redis:6379/") || at(compose, "services", "redis") == nil {
 		t.Errorf("compose's proxy reaches %s; the stack's Redis is redis:6379", up)
 	}
 	redisCmd := yamlString(at(compose, "services", "redis", "command"))

@@ -18,12 +18,12 @@ func TestCluster(t *testing.T) {
 		for _, tc := range clusterSteady {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
-				tc.f(t, rc)
+				tc.f(t, rc.For(t))
 			})
 		}
 	})
 	for _, tc := range clusterMoving {
-		t.Run(tc.name, func(t *testing.T) { tc.f(t, rc) })
+		t.Run(tc.name, func(t *testing.T) { tc.f(t, rc.For(t)) })
 	}
 }
 
@@ -34,9 +34,18 @@ type clusterTest struct {
 
 var clusterSteady = []clusterTest{
 	{"Compat", testClusterCompat},
+	{"CrossSlot", testClusterCrossSlot},
+	{"HashTags", testClusterHashTags},
+	{"Select", testClusterSelect},
+	{"Sessions", testClusterSessions},
 }
 
-var clusterMoving = []clusterTest{}
+var clusterMoving = []clusterTest{
+	{"Keyless", testClusterKeyless},
+	{"Migration", testClusterMigration},
+	{"Reshard", testClusterReshard},
+	{"Failover", testClusterFailover},
+}
 
 // testClusterCompat runs the compatibility groups through a proxy in front of
 // the cluster against one reference Redis, with each run's keys under a hash

@@ -36,6 +36,7 @@ import (
 	"github.com/cacheproxy/cacheproxy/proxy"
 	"github.com/cacheproxy/cacheproxy/resp"
 	"github.com/cacheproxy/cacheproxy/upstream"
+	"github.com/cacheproxy/cacheproxy/upstream/cluster"
 )
 
 func main() {
@@ -74,7 +75,16 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		log.Info("memory limit", "bytes", bytes, "from_GOMEMLIMIT", fromEnv)
 	}
 
-	opts, follow, err := openUpstream(ctx, cfg.Upstream, log)
+	var (
+		opts   *redis.Options
+		follow *follower
+		cu     *cluster.URL // a Redis Cluster's, or nil
+	)
+	if cluster.IsURL(string(cfg.Upstream)) {
+		opts, cu, err = clusterControl(string(cfg.Upstream))
+	} else {
+		opts, follow, err = openUpstream(ctx, string(cfg.Upstream), log)
+	}
 	if err != nil {
 		return err
 	}
@@ -179,24 +189,36 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 	if follow != nil {
 		ucfg.Target = follow.target
 	}
-	pool, err := upstream.New(ucfg)
-	if err != nil {
-		return err
+	var up, up3 proxy.Upstream
+	var cl *cluster.Cluster
+	if cu != nil {
+		if cl, err = openCluster(ctx, cu, ucfg, table, log); err != nil {
+			return err
+		}
+		defer cl.Close()
+		up, up3 = cl.Router(2), cl.Router(3)
+	} else {
+		pool, err := upstream.New(ucfg)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		ucfg.Protocol = 3
+		pool3, err := upstream.New(ucfg)
+		if err != nil {
+			return err
+		}
+		defer pool3.Close()
+		up, up3 = pool, pool3
 	}
-	defer pool.Close()
-	ucfg.Protocol = 3
-	pool3, err := upstream.New(ucfg)
-	if err != nil {
-		return err
-	}
-	defer pool3.Close()
 
 	limits := resp.DefaultLimits()
 	limits.MaxBulkLen = int64(cfg.Limits.ProtoMaxBulkLen)
 	limits.MaxQueryBuffer = int64(cfg.Limits.ClientQueryBufferLimit)
 	srv, err := proxy.New(proxy.Options{
-		Upstream:        pool,
-		Upstream3:       pool3,
+		Upstream:        up,
+		Upstream3:       up3,
+		Cluster:         cl != nil,
 		Commands:        table,
 		Cache:           def,
 		Pools:           named,
@@ -235,7 +257,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		go func() { errc <- f() }()
 	}
 
-	sub := invalidation.New(invalidation.Config{
+	icfg := invalidation.Config{
 		Options:        opts,
 		Mode:           invalidation.Mode(cfg.Invalidation.Mode),
 		AllowConfigSet: cfg.Invalidation.ConfigSet,
@@ -244,13 +266,22 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		CanaryTimeout:  cfg.Invalidation.CanaryTimeout,
 		PollInterval:   cfg.Invalidation.PollInterval,
 		Logger:         log,
-	}, srv.KeyspaceTarget())
-	metrics.ObserveSubscriber(sub.State)
-	h.setSubscriber(sub.State)
-	start(func() error { return sub.Run(parts) })
-	if follow != nil {
-		follow.sub = sub
-		start(func() error { return follow.run(parts) })
+	}
+	if cl != nil {
+		// Each master publishes the events of its own keys alone.
+		streams := newClusterStreams(cl.Topology().Masters(), icfg, opts, srv.KeyspaceTarget())
+		metrics.ObserveSubscriber(streams.state)
+		h.setSubscriber(streams.state)
+		start(func() error { return streams.run(parts) })
+	} else {
+		sub := invalidation.New(icfg, srv.KeyspaceTarget())
+		metrics.ObserveSubscriber(sub.State)
+		h.setSubscriber(sub.State)
+		start(func() error { return sub.Run(parts) })
+		if follow != nil {
+			follow.sub = sub
+			start(func() error { return follow.run(parts) })
+		}
 	}
 	for _, ln := range lns {
 		start(func() error { return srv.Serve(ln) })
@@ -366,7 +397,7 @@ func (f *flags) parse(data []byte) (*config.Config, error) {
 		cfg.Listen = f.listen
 	}
 	if f.setUp {
-		cfg.Upstream = f.up
+		cfg.Upstream = config.UpstreamURL(f.up)
 	}
 	if f.setMx {
 		cfg.Metrics = f.metrics

@@ -28,8 +28,16 @@ type ClusterOptions struct {
 // replica, all on loopback ports. Its topology changes only through its
 // methods (Failover, Reshard, MigrateSlot), each of which returns once every
 // node agrees on the outcome.
+//
+// A test that shares a cluster started by another (a parent test) calls For
+// first, so that a failure ends the test that met it.
 type Cluster struct {
-	t     testing.TB
+	t testing.TB // failed when a helper fails
+	*nodeSet
+}
+
+// nodeSet is what every view of a cluster (see For) shares.
+type nodeSet struct {
 	nodes []*Server
 	ids   map[string]string // node id by address
 
@@ -37,6 +45,10 @@ type Cluster struct {
 	client *redis.ClusterClient
 	direct map[string]*redis.Client // to each node alone, by address
 }
+
+// For returns the cluster as seen by test t: its helpers fail t. The nodes
+// still stop when the test that started them ends.
+func (c *Cluster) For(t testing.TB) *Cluster { return &Cluster{t: t, nodeSet: c.nodeSet} }
 
 // Shard is one master, the slots it serves and its replicas, as the cluster
 // sees them now.
@@ -60,7 +72,7 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	if _, err := exec.LookPath("redis-cli"); err != nil {
 		t.Fatalf("redis-cli is not installed (apt-get install -y redis-tools): %v", err)
 	}
-	c := &Cluster{t: t, ids: map[string]string{}, direct: map[string]*redis.Client{}}
+	c := &Cluster{t: t, nodeSet: &nodeSet{ids: map[string]string{}, direct: map[string]*redis.Client{}}}
 	args := []string{"--cluster", "create"}
 	for i := 0; i < 6; i++ {
 		n := Start(t, Options{NotifyKeyspaceEvents: opts.NotifyKeyspaceEvents, Args: opts.Args, Cluster: true})
@@ -128,8 +140,9 @@ func (c *Cluster) Client() *redis.ClusterClient {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.client == nil {
-		c.client = redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Seeds(), Protocol: 2})
-		c.t.Cleanup(func() { c.client.Close() })
+		cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Seeds(), Protocol: 2})
+		c.client = cc
+		c.nodes[0].t.Cleanup(func() { cc.Close() })
 	}
 	return c.client
 }

@@ -22,12 +22,12 @@ func TestCluster(t *testing.T) {
 		for _, tc := range steadyTests {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
-				tc.f(t, rc)
+				tc.f(t, rc.For(t))
 			})
 		}
 	})
 	for _, tc := range movingTests {
-		t.Run(tc.name, func(t *testing.T) { tc.f(t, rc) })
+		t.Run(tc.name, func(t *testing.T) { tc.f(t, rc.For(t)) })
 	}
 }
 

@@ -39,6 +39,7 @@ var (
 	replyNoCluster  = []byte("-ERR This instance has cluster support disabled\r\n")
 	replyUnsettled  = []byte("-TRYAGAIN cacheproxy: the key's slot is moving between nodes; try again\r\n")
 	replyBadCursor  = []byte("-ERR invalid cursor\r\n")
+	replyMSetArity  = []byte("-ERR wrong number of arguments for 'mset' command\r\n")
 	replyNoShutdown = []byte("-ERR cacheproxy: SHUTDOWN is not supported through the proxy in front of a Redis Cluster; shut the nodes down directly\r\n")
 	cmdAsking       = []byte("*1\r\n$6\r\nASKING\r\n")
 )
@@ -209,7 +210,7 @@ func (w *work) plan(req []byte) {
 		return
 	}
 	info := w.r.c.cfg.Commands.Lookup(args)
-	if info == nil {
+	if info == nil || !info.ArityOK(len(args)) {
 		w.one(req, -1, w.anyNode()) // the node gives its own error
 		return
 	}
@@ -225,7 +226,13 @@ func (w *work) plan(req []byte) {
 			return
 		}
 	case "mset":
-		if len(args) > 3 && len(args)%2 == 1 {
+		if len(args)%2 == 0 {
+			// Redis checks the pairs after its cluster checks; one Redis
+			// would answer this, whatever slots the keys are in.
+			w.local(replyMSetArity)
+			return
+		}
+		if len(args) > 3 {
 			w.split(req, args, args[1:], 2, mergeOK)
 			return
 		}

@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"net"
 	"sync"
 
 	"github.com/cacheproxy/cacheproxy/resp"
@@ -172,8 +171,8 @@ func (s *session) classify(req []byte) (name string, slot int, cross bool) {
 		return "", -1, false
 	}
 	info := s.r.c.cfg.Commands.Lookup(args)
-	if info == nil {
-		return "", -1, false
+	if info == nil || !info.ArityOK(len(args)) {
+		return "", -1, false // any node gives the error
 	}
 	keys, _ := info.Keys(args, s.keys[:0])
 	s.keys = keys[:0]
@@ -344,15 +343,6 @@ func (s *session) Close() {
 	if conn != nil {
 		conn.Close()
 	}
-}
-
-// Raw opens a connection to the node that serves every client's classic
-// pub/sub (see pubsubNode) and hands its socket over.
-func (r *Router) Raw(ctx context.Context, db int) (net.Conn, error) {
-	if db != 0 {
-		return nil, errors.New("cluster: only database 0 exists in a cluster")
-	}
-	return r.pool(r.c.Topology().pubsubNode()).Raw(ctx, 0)
 }
 
 // Urgent sends SCRIPT KILL and FUNCTION KILL to every master, each on a

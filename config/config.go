@@ -584,7 +584,7 @@ func (u *UpstreamURL) UnmarshalYAML(n *yaml.Node) error {
 	}
 	s, err := cluster.SeedsURL(seeds)
 	if err != nil {
-		return fmt.Errorf("line %d: upstream: the list of cluster seed nodes %v", n.Line, err)
+		return fmt.Errorf("line %d: upstream: the list of cluster seed nodes: %v", n.Line, err)
 	}
 	*u = UpstreamURL(s)
 	return nil

@@ -53,6 +53,16 @@ func TestParse(t *testing.T) {
 				t.Errorf("upstream %q", c.Upstream)
 			}
 		}},
+		{name: "cluster upstream", input: "upstream: redis-cluster://app:s3cret@10.0.0.1:7000,10.0.0.2:7000\n", check: func(t *testing.T, c *Config) {
+			if c.Upstream != "redis-cluster://app:s3cret@10.0.0.1:7000,10.0.0.2:7000" {
+				t.Errorf("upstream %q", c.Upstream)
+			}
+		}},
+		{name: "cluster seeds as a list", input: "upstream:\n  - 10.0.0.1:7000\n  - 10.0.0.2:7000\n", check: func(t *testing.T, c *Config) {
+			if c.Upstream != "redis-cluster://10.0.0.1:7000,10.0.0.2:7000" {
+				t.Errorf("upstream %q", c.Upstream)
+			}
+		}},
 		{name: "upstream with auth, db and options", input: "upstream: redis://app:s3cret@127.0.0.1:6379/3?dial_timeout=2s\n", check: func(t *testing.T, c *Config) {
 			if c.Upstream != "redis://app:s3cret@127.0.0.1:6379/3?dial_timeout=2s" {
 				t.Errorf("upstream %q", c.Upstream)
@@ -206,6 +216,14 @@ config_poll: 0s
 			wantErr: `config t.yaml:1: upstream: is not a Sentinel URL (redis-sentinel://[user:pass@]host:port[,host:port]/master[/db]): names no master`},
 		{name: "sentinel upstream bad port", input: "upstream: redis-sentinel://u:hunter2@a:26379,b:99999/mymaster\n",
 			wantErr: `upstream: is not a Sentinel URL (redis-sentinel://[user:pass@]host:port[,host:port]/master[/db]): sentinel "b:99999" has a bad port (1..65535)`},
+		{name: "cluster upstream bad seed", input: "upstream: redis-cluster://u:hunter2@a:7000,b\n",
+			wantErr: `config t.yaml:1: upstream: is not a cluster URL (redis-cluster://[user:pass@]host:port[,host:port...]): seed "b" is not host:port`},
+		{name: "cluster upstream with a database", input: "upstream: redis-cluster://a:7000/2\n",
+			wantErr: `upstream: is not a cluster URL (redis-cluster://[user:pass@]host:port[,host:port...]): names database "2": a cluster has database 0 alone`},
+		{name: "cluster seed list bad seed", input: "upstream: [a:7000, b:0]\n",
+			wantErr: `upstream: the list of cluster seed nodes: seed "b:0" has a bad port (1..65535)`},
+		{name: "cluster seed list empty", input: "upstream: []\n",
+			wantErr: `upstream: the list of cluster seed nodes: lists no seed node`},
 		{name: "invalidation mode", input: "invalidation:\n  mode: push\n",
 			wantErr: `config t.yaml:2: invalidation.mode: "push" is not one of keyspace, tracking`},
 		{name: "invalidation canary interval", input: "invalidation:\n  canary_interval: 0s\n",

@@ -170,11 +170,13 @@ func (g *Group) follow(ctx context.Context, prev, t *cluster.Topology) {
 		}
 	}
 	g.order = slices.Clone(masters)
+	wasResumed := g.resumed
 	g.update()
+	suspended := wasResumed && !g.resumed
 	g.mu.Unlock()
 
 	if prev != nil && t != nil {
-		g.changed(prev, t, joined, left)
+		g.changed(prev, t, joined, left, suspended)
 	}
 	for _, m := range joined {
 		go func() {
@@ -190,8 +192,9 @@ func (g *Group) follow(ctx context.Context, prev, t *cluster.Topology) {
 }
 
 // changed counts a change of slot map from prev to t, and flushes the
-// Target unless only replicas changed.
-func (g *Group) changed(prev, t *cluster.Topology, joined, left []*member) {
+// Target unless only replicas changed. suspended says that the newcomers
+// suspended the Target just now, which flushed it already.
+func (g *Group) changed(prev, t *cluster.Topology, joined, left []*member, suspended bool) {
 	g.changes.Add(1)
 	failovers := 0
 	for _, m := range joined {
@@ -213,9 +216,11 @@ func (g *Group) changed(prev, t *cluster.Topology, joined, left []*member) {
 		return
 	}
 	g.flushes.Add(1)
-	// After the newcomers suspended it: a fill begun before the change,
-	// from a node that no longer serves its key, must not be stored.
-	g.target.FlushAll()
+	if !suspended {
+		// A fill begun before the change, from a node that no longer
+		// serves its key, must not be stored.
+		g.target.FlushAll()
+	}
 	g.log.Warn("cluster topology changed: L1 flushed", "masters", t.Masters(),
 		"joined", addrs(joined), "left", addrs(left), "slots_moved", moved, "failovers", failovers)
 }

@@ -243,14 +243,26 @@ func (g *Group) newMember(ctx context.Context, addr string) *member {
 // if it serves none (its canary then fails and the session ends).
 func (g *Group) canaryTag(addr string) string {
 	t := g.topology()
-	for i := 0; i < 1<<20; i++ {
-		tag := strconv.Itoa(i)
-		if t.Owner(cluster.Slot([]byte(tag))) == addr {
-			return tag
+	for slot := range cluster.Slots {
+		if t.Owner(slot) == addr {
+			return slotTags()[slot]
 		}
 	}
 	return ""
 }
+
+// slotTags holds, for each slot, a short hash tag that hashes to it.
+var slotTags = sync.OnceValue(func() []string {
+	tags := make([]string, cluster.Slots)
+	for i, left := 0, cluster.Slots; left > 0; i++ {
+		tag := strconv.Itoa(i)
+		if slot := cluster.Slot([]byte(tag)); tags[slot] == "" {
+			tags[slot] = tag
+			left--
+		}
+	}
+	return tags
+})
 
 // update suspends or resumes the Target as the members' trust requires.
 // g.mu must be held.

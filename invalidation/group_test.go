@@ -144,6 +144,7 @@ func TestGroup(t *testing.T) {
 			testGroupSteady(t, rc, runGroup(t, rc, Tracking), "tr:", everyDB)
 		})
 	})
+	t.Run("OneMasterOff", func(t *testing.T) { testGroupOneMasterOff(t, rc) })
 	t.Run("Failover", func(t *testing.T) { testGroupFailover(t, rc) })
 	t.Run("Reshard", func(t *testing.T) { testGroupReshard(t, rc) })
 }
@@ -181,6 +182,31 @@ func testGroupSteady(t *testing.T, rc *redistest.Cluster, h *groupHarness, prefi
 	}
 	if got := h.g.Stats(); got != (GroupStats{}) {
 		t.Errorf("Stats() = %+v before any topology change", got)
+	}
+}
+
+// testGroupOneMasterOff: one master's notifications switched off (and the
+// Group not allowed to switch them on) suspend the Target, and the Group's
+// State names that master.
+func testGroupOneMasterOff(t *testing.T, rc *redistest.Cluster) {
+	h := runGroup(t, rc, Keyspace)
+	off := rc.Shards()[1].Master
+	c := rc.NodeClient(off)
+	if err := c.ConfigSet(bg, "notify-keyspace-events", "").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.ConfigSet(bg, "notify-keyspace-events", "KEA") })
+	waitLong(t, "caching disabled on "+off, func() bool {
+		st := h.g.State()
+		return !st.Subscribed && strings.HasPrefix(st.CachingDisabled, off+": ")
+	})
+	for _, n := range h.g.Nodes() {
+		if (n.CachingDisabled != "") != (n.Addr == off) {
+			t.Errorf("node %s: CachingDisabled %q", n.Addr, n.CachingDisabled)
+		}
+	}
+	if !strings.HasSuffix(h.rec.trust(), "suspend") {
+		t.Errorf("the Target is not suspended: %s", h.rec.trust())
 	}
 }
 
@@ -252,5 +278,17 @@ func testGroupReshard(t *testing.T, rc *redistest.Cluster) {
 	t.Logf("reshard of 20 slots: %+v", st)
 	if st.Failovers != 0 || st.TopologyFlushes < 1 {
 		t.Errorf("Stats() = %+v", st)
+	}
+}
+
+// TestSlotTags: every slot has a tag that hashes to it, so any master can be
+// given a canary key of its own.
+func TestSlotTags(t *testing.T) {
+	t.Parallel()
+	tags := slotTags()
+	for slot, tag := range tags {
+		if tag == "" || cluster.Slot([]byte("k{"+tag+"}")) != slot {
+			t.Fatalf("slot %d: tag %q", slot, tag)
+		}
 	}
 }

@@ -430,6 +430,9 @@ func testClusterMigration(t *testing.T, rc *redistest.Cluster) {
 	if err := c.Incr(bg, tag+":counter").Err(); err != nil {
 		t.Fatalf("INCR during the migration: %v", err)
 	}
+	if e.cl.Stats().Redirects == 0 {
+		t.Error("no ASK was followed during the migration")
+	}
 	m.Finish()
 	if v, err := c.Get(bg, keys[1]).Result(); err != nil || v != "during" {
 		t.Fatalf("GET %s after the migration = %q, %v", keys[1], v, err)

@@ -72,6 +72,7 @@ func testClusterCompat(t *testing.T, rc *redistest.Cluster) {
 		run = append(run, s)
 	}
 	ce.check(t, run)
+	ce.checkConcurrently(t, run, 4)
 }
 
 // clusterDrops are the compatibility lines whose replies a cluster rightly

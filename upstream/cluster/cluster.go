@@ -67,9 +67,7 @@ type Cluster struct {
 	stop    context.CancelFunc
 	stopped chan struct{} // closed when the refresher has returned
 
-	// redirects counts MOVED and ASK replies followed; refreshes, slot maps
-	// read (tests and metrics).
-	redirects, refreshes atomic.Int64
+	redirects, refreshes atomic.Int64 // see Stats
 }
 
 // node is one Redis of the cluster.
@@ -125,6 +123,17 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 
 // Topology is the current slot map.
 func (c *Cluster) Topology() *Topology { return c.topo.Load() }
+
+// Stats counts what keeping up with the cluster has cost.
+type Stats struct {
+	Redirects int64 // MOVED and ASK replies followed
+	Refreshes int64 // slot maps read (changed or not)
+}
+
+// Stats returns the counts so far.
+func (c *Cluster) Stats() Stats {
+	return Stats{Redirects: c.redirects.Load(), Refreshes: c.refreshes.Load()}
+}
 
 // Refresh reads the slot map now and returns once it is current.
 func (c *Cluster) Refresh(ctx context.Context) error {

@@ -38,9 +38,12 @@ type clusterTest struct {
 
 var steadyTests = []clusterTest{
 	{"TopologyMatchesNodes", testTopologyMatchesNodes},
+	{"RouterBatch", testRouterBatch},
+	{"SessionMoves", testSessionMoves},
 }
 
 var movingTests = []clusterTest{
+	{"RouterFollowsMigration", testRouterFollowsMigration},
 	{"TopologyFollowsFailover", testTopologyFollowsFailover},
 }
 

@@ -43,6 +43,11 @@
 //     whole L1 (the counts do not say which database).
 //   - Silence: PINGs on the stream's connections, unanswered for three
 //     intervals, end the session.
+//
+// A Redis Cluster's masters each publish their own keys' changes only: a
+// Group runs a Subscriber on every master of the slot map, follows the map as
+// it changes, and keeps one Target trusted only while every master's stream
+// is.
 package invalidation
 
 import (

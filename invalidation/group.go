@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -239,13 +240,28 @@ func (g *Group) newMember(ctx context.Context, addr string) *member {
 	return m
 }
 
-// canaryTag is a hash tag whose slot the master at addr serves now, or ""
-// if it serves none (its canary then fails and the session ends).
+// canaryTag is a hash tag of a slot the master at addr serves now, drawn at
+// random so that a canary seldom lands in a slot being migrated (where a new
+// key gets ASK), or "" if it serves none (its canary then fails and the
+// session ends).
 func (g *Group) canaryTag(addr string) string {
 	t := g.topology()
+	owned := 0
 	for slot := range cluster.Slots {
 		if t.Owner(slot) == addr {
-			return slotTags()[slot]
+			owned++
+		}
+	}
+	if owned == 0 {
+		return ""
+	}
+	n := rand.IntN(owned)
+	for slot := range cluster.Slots {
+		if t.Owner(slot) == addr {
+			if n == 0 {
+				return slotTags()[slot]
+			}
+			n--
 		}
 	}
 	return ""

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,6 +146,7 @@ func TestGroup(t *testing.T) {
 		})
 	})
 	t.Run("OneMasterOff", func(t *testing.T) { testGroupOneMasterOff(t, rc) })
+	t.Run("CanaryThroughMigration", func(t *testing.T) { testCanaryThroughMigration(t, rc) })
 	t.Run("Failover", func(t *testing.T) { testGroupFailover(t, rc) })
 	t.Run("Reshard", func(t *testing.T) { testGroupReshard(t, rc) })
 }
@@ -207,6 +209,33 @@ func testGroupOneMasterOff(t *testing.T, rc *redistest.Cluster) {
 	}
 	if !strings.HasSuffix(h.rec.trust(), "suspend") {
 		t.Errorf("the Target is not suspended: %s", h.rec.trust())
+	}
+}
+
+// testCanaryThroughMigration: a canary written to a slot being migrated away
+// gets ASK, which says nothing of the stream: the canary writes to another
+// slot, and the stream stays trusted.
+func testCanaryThroughMigration(t *testing.T, rc *redistest.Cluster) {
+	shards := rc.Shards()
+	from, to := shards[2], shards[1]
+	moving, staying := from.Slots[0][0], from.Slots[0][1]
+	m := rc.MigrateSlot(moving, to.Master)
+	defer m.Finish()
+	var asked atomic.Int64
+	h := run(t, Config{Options: &redis.Options{Addr: from.Master}, CanaryHashTag: func() string {
+		// Every other canary first tries the moving slot.
+		if asked.Add(1)%2 == 1 {
+			return slotTags()[moving]
+		}
+		return slotTags()[staying]
+	}})
+	h.waitReady(t)
+	waitUntil(t, "five canaries back", func() bool { return h.sub.State().Canaries >= 5 })
+	if got := h.rec.trust(); got != "suspend resume" {
+		t.Errorf("trust went %s; want suspend resume", got)
+	}
+	if asked.Load() < 10 {
+		t.Errorf("the moving slot was tried %d times", asked.Load())
 	}
 }
 

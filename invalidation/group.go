@@ -3,6 +3,7 @@ package invalidation
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -25,10 +26,10 @@ import (
 // re-established within a canary's round trip.
 //
 // Every change of the slot map that moves a slot or a master flushes the
-// Target (and counts it: see GroupStats): a master that failed over took writes that
-// nobody's stream reported between its promotion and the change being seen,
-// and a slot that moved was written on a node whose events were awaited from
-// another. A new master, one promoted by a failover included, starts
+// Target (and counts it: see GroupStats): a master that failed over took
+// writes that nobody's stream reported between its promotion and the change
+// being seen, and a slot that moved was written on a node whose events were
+// awaited from another. A new master, one promoted by a failover included, starts
 // unproven, so the Target stays suspended until its stream is trusted; a
 // master that no longer serves slots loses its Subscriber.
 //
@@ -49,7 +50,8 @@ type Group struct {
 
 	mu      sync.Mutex // guards the fields below; Target.Suspend and Resume run under it
 	members map[string]*member
-	order   []string // the masters, as the current slot map orders them
+	order   []string  // the masters, as the current slot map orders them
+	leaving []*member // members gone from the slot map whose Subscribers are stopping
 	resumed bool
 	retired State // counters of Subscribers that have stopped, so that totals never go back
 }
@@ -97,8 +99,12 @@ func NewGroup(cfg Config, topology func() *cluster.Topology, t Target) *Group {
 	if cfg.Options == nil {
 		panic("invalidation: Config.Options is nil")
 	}
-	if cfg.Mode == "" {
+	switch cfg.Mode {
+	case "":
 		cfg.Mode = Keyspace
+	case Keyspace, Tracking:
+	default:
+		panic(fmt.Sprintf("invalidation: unknown Config.Mode %q", cfg.Mode))
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -168,6 +174,7 @@ func (g *Group) follow(ctx context.Context, prev, t *cluster.Topology) {
 			m.live = false
 			delete(g.members, addr)
 			left = append(left, m)
+			g.leaving = append(g.leaving, m)
 		}
 	}
 	g.order = slices.Clone(masters)
@@ -310,6 +317,7 @@ func (g *Group) retire(m *member) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	addCounters(&g.retired, st)
+	g.leaving = slices.DeleteFunc(g.leaving, func(l *member) bool { return l == m })
 }
 
 func addCounters(to *State, st State) {
@@ -332,12 +340,21 @@ func (g *Group) State() State {
 	st := g.retired
 	st.Mode = g.cfg.Mode
 	st.Subscribed = g.resumed
+	nodes := g.nodes()
+	var leaving []*Subscriber
+	for _, m := range g.leaving {
+		leaving = append(leaving, m.sub)
+	}
 	g.mu.Unlock()
-	for _, n := range g.Nodes() {
-		addCounters(&st, n.State)
-		st.Lag = max(st.Lag, n.Lag)
-		if st.CachingDisabled == "" && n.CachingDisabled != "" {
-			st.CachingDisabled = n.Addr + ": " + n.CachingDisabled
+	for _, s := range leaving {
+		addCounters(&st, s.State())
+	}
+	for _, n := range nodes {
+		ns := n.sub.State()
+		addCounters(&st, ns)
+		st.Lag = max(st.Lag, ns.Lag)
+		if st.CachingDisabled == "" && ns.CachingDisabled != "" {
+			st.CachingDisabled = n.addr + ": " + ns.CachingDisabled
 		}
 	}
 	return st
@@ -346,15 +363,20 @@ func (g *Group) State() State {
 // Nodes are the current masters' streams, in slot map order.
 func (g *Group) Nodes() []NodeState {
 	g.mu.Lock()
-	subs := make([]*Subscriber, len(g.order))
-	for i, addr := range g.order {
-		subs[i] = g.members[addr].sub
-	}
-	order := g.order
+	nodes := g.nodes()
 	g.mu.Unlock()
-	out := make([]NodeState, len(subs))
-	for i, s := range subs {
-		out[i] = NodeState{Addr: order[i], State: s.State()}
+	out := make([]NodeState, len(nodes))
+	for i, m := range nodes {
+		out[i] = NodeState{Addr: m.addr, State: m.sub.State()}
+	}
+	return out
+}
+
+// nodes are the current members in slot map order. g.mu must be held.
+func (g *Group) nodes() []*member {
+	out := make([]*member, len(g.order))
+	for i, addr := range g.order {
+		out[i] = g.members[addr]
 	}
 	return out
 }

@@ -66,7 +66,7 @@ func (ss *session) writeCanary(sent time.Time, px time.Duration) (string, error)
 	for {
 		key := s.canaryKeys + strconv.FormatInt(s.canarySeq.Add(1), 10)
 		if s.canaryTag != nil {
-			key += "{" + s.canaryTag() + "}"
+			key += s.canaryTag()
 		}
 		if !ss.expectCanary(key, sent) {
 			return "", nil

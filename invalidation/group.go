@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -266,26 +265,13 @@ func (g *Group) canaryTag(addr string) string {
 	for slot := range cluster.Slots {
 		if t.Owner(slot) == addr {
 			if n == 0 {
-				return slotTags()[slot]
+				return cluster.SlotTag(slot)
 			}
 			n--
 		}
 	}
 	return ""
 }
-
-// slotTags holds, for each slot, a short hash tag that hashes to it.
-var slotTags = sync.OnceValue(func() []string {
-	tags := make([]string, cluster.Slots)
-	for i, left := 0, cluster.Slots; left > 0; i++ {
-		tag := strconv.Itoa(i)
-		if slot := cluster.Slot([]byte(tag)); tags[slot] == "" {
-			tags[slot] = tag
-			left--
-		}
-	}
-	return tags
-})
 
 // update suspends or resumes the Target as the members' trust requires.
 // g.mu must be held.

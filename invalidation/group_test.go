@@ -225,9 +225,9 @@ func testCanaryThroughMigration(t *testing.T, rc *redistest.Cluster) {
 	h := run(t, Config{Options: &redis.Options{Addr: from.Master}, CanaryHashTag: func() string {
 		// Every other canary first tries the moving slot.
 		if asked.Add(1)%2 == 1 {
-			return slotTags()[moving]
+			return cluster.SlotTag(moving)
 		}
-		return slotTags()[staying]
+		return cluster.SlotTag(staying)
 	}})
 	h.waitReady(t)
 	waitUntil(t, "five canaries back", func() bool { return h.sub.State().Canaries >= 5 })
@@ -307,17 +307,5 @@ func testGroupReshard(t *testing.T, rc *redistest.Cluster) {
 	t.Logf("reshard of 20 slots: %+v", st)
 	if st.Failovers != 0 || st.TopologyFlushes < 1 {
 		t.Errorf("Stats() = %+v", st)
-	}
-}
-
-// TestSlotTags: every slot has a tag that hashes to it, so any master can be
-// given a canary key of its own.
-func TestSlotTags(t *testing.T) {
-	t.Parallel()
-	tags := slotTags()
-	for slot, tag := range tags {
-		if tag == "" || cluster.Slot([]byte("k{"+tag+"}")) != slot {
-			t.Fatalf("slot %d: tag %q", slot, tag)
-		}
 	}
 }

@@ -143,8 +143,8 @@ type Config struct {
 	// turns polling off.
 	PollInterval time.Duration
 	// CanaryHashTag, when set, is called before each canary write for a hash
-	// tag (the text a key holds between braces) whose slot the upstream
-	// serves at that moment: a Redis Cluster node takes writes only to its
+	// tag, braces included ("{42}"), whose slot the upstream serves at that
+	// moment: a Redis Cluster node takes writes only to its
 	// own slots. A canary write answered MOVED or ASK ends the session (the
 	// slot map has changed) rather than counting as refused.
 	CanaryHashTag func() string

@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cacheproxy/cacheproxy/commands"
@@ -60,5 +61,23 @@ func openCluster(ctx context.Context, u *cluster.URL, node upstream.Config, tabl
 		case <-ctx.Done():
 		case <-time.After(backoff(attempt)):
 		}
+	}
+}
+
+// clusterMetrics export what following the cluster costs.
+func clusterMetrics(cl *cluster.Cluster) []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "cacheproxy_cluster_redirects_total",
+			Help: "MOVED and ASK replies the proxy followed for its clients.",
+		}, func() float64 { return float64(cl.Stats().Redirects) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "cacheproxy_cluster_slot_map_reads_total",
+			Help: "Reads of the cluster's slot map, periodic or caused by a MOVED reply or a failed connection.",
+		}, func() float64 { return float64(cl.Stats().Refreshes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cacheproxy_cluster_masters",
+			Help: "Masters serving slots in the current slot map.",
+		}, func() float64 { return float64(len(cl.Topology().Masters())) }),
 	}
 }

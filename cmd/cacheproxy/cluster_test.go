@@ -47,6 +47,12 @@ func TestClusterUpstream(t *testing.T) {
 		}
 	})
 	waitReady(t, metrics, logs)
+	waitFor(t, 10*time.Second, "every master's canary notified", logs, func() bool {
+		return strings.Count(logs.String(), `by="canary notified"`) >= 3
+	})
+	if strings.Contains(logs.String(), "refused the canary") {
+		t.Error("a master refused its canary")
+	}
 
 	c := redis.NewClient(&redis.Options{Addr: listen, MaxRetries: -1})
 	defer c.Close()
@@ -84,5 +90,8 @@ func TestClusterUpstream(t *testing.T) {
 	}
 	if out := redisCLI(t, listen, "SELECT", "1"); !strings.Contains(out, "cluster mode") {
 		t.Fatalf("SELECT 1: %q", out)
+	}
+	if s := scrape(t, metrics); !containsLine(s, "cacheproxy_cluster_masters 3") {
+		t.Error("cacheproxy_cluster_masters is not 3")
 	}
 }

@@ -32,7 +32,6 @@ var (
 	nodeReconnectsDesc  = prometheus.NewDesc("cacheproxy_cluster_stream_reconnects_total", "Trusted invalidation streams of the master that were lost (each suspended the L1).", nodeLabels, nil)
 	nodeMessagesDesc    = prometheus.NewDesc("cacheproxy_cluster_stream_messages_total", "Invalidation messages received from the master.", nodeLabels, nil)
 	nodeLagDesc         = prometheus.NewDesc("cacheproxy_cluster_stream_lag_seconds", "How long the master's last canary write took to come back as an invalidation (or has been waiting, if longer).", nodeLabels, nil)
-	clusterMastersDesc  = prometheus.NewDesc("cacheproxy_cluster_masters", "Masters serving slots in the current slot map, each with its own invalidation stream.", nil, nil)
 	clusterChangesDesc  = prometheus.NewDesc("cacheproxy_cluster_topology_changes_total", "Slot maps that replaced another (slots or masters moved, or replicas changed).", nil, nil)
 	clusterFailoverDesc = prometheus.NewDesc("cacheproxy_cluster_failovers_total", "Masters that were, in the slot map they replaced, a replica.", nil, nil)
 	clusterFlushesDesc  = prometheus.NewDesc("cacheproxy_cluster_l1_flushes_total", "Whole-L1 flushes for a topology change that moved a slot or a master.", nil, nil)
@@ -40,14 +39,13 @@ var (
 
 func (c groupCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{nodeSubscribedDesc, nodeReconnectsDesc, nodeMessagesDesc, nodeLagDesc,
-		clusterMastersDesc, clusterChangesDesc, clusterFailoverDesc, clusterFlushesDesc} {
+		clusterChangesDesc, clusterFailoverDesc, clusterFlushesDesc} {
 		ch <- d
 	}
 }
 
 func (c groupCollector) Collect(ch chan<- prometheus.Metric) {
-	nodes := c.g.Nodes()
-	for _, n := range nodes {
+	for _, n := range c.g.Nodes() {
 		subscribed := 0.0
 		if n.Subscribed {
 			subscribed = 1
@@ -58,7 +56,6 @@ func (c groupCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(nodeLagDesc, prometheus.GaugeValue, n.Lag.Seconds(), n.Addr)
 	}
 	st := c.g.Stats()
-	ch <- prometheus.MustNewConstMetric(clusterMastersDesc, prometheus.GaugeValue, float64(len(nodes)))
 	ch <- prometheus.MustNewConstMetric(clusterChangesDesc, prometheus.CounterValue, float64(st.TopologyChanges))
 	ch <- prometheus.MustNewConstMetric(clusterFailoverDesc, prometheus.CounterValue, float64(st.Failovers))
 	ch <- prometheus.MustNewConstMetric(clusterFlushesDesc, prometheus.CounterValue, float64(st.TopologyFlushes))

@@ -197,6 +197,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		}
 		defer cl.Close()
 		up, up3 = cl.Router(2), cl.Router(3)
+		reg.MustRegister(clusterMetrics(cl)...)
 	} else {
 		pool, err := upstream.New(ucfg)
 		if err != nil {

@@ -51,7 +51,7 @@ var movingTests = []clusterTest{
 func newCluster(t *testing.T, rc *redistest.Cluster, refresh time.Duration) *Cluster {
 	t.Helper()
 	ctx := context.Background()
-	table, err := commands.Load(ctx, rc.NodeClient(rc.Seeds()[0]))
+	table, err := commandsOf(rc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +71,9 @@ func testTopologyMatchesNodes(t *testing.T, rc *redistest.Cluster) {
 		want = append(want, s.Master)
 		if got := top.Replicas(s.Master); !slices.Equal(got, s.Replicas) {
 			t.Errorf("replicas of %s = %v; want %v", s.Master, got, s.Replicas)
+		}
+		if got := top.Ranges(s.Master); !slices.Equal(got, s.Slots) {
+			t.Errorf("ranges of %s = %v; want %v", s.Master, got, s.Slots)
 		}
 		for _, r := range s.Slots {
 			for _, slot := range []int{r[0], (r[0] + r[1]) / 2, r[1]} {
@@ -119,4 +122,9 @@ func testTopologyFollowsFailover(t *testing.T, rc *redistest.Cluster) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// commandsOf loads the command table from a node of rc.
+func commandsOf(rc *redistest.Cluster) (*commands.Table, error) {
+	return commands.Load(context.Background(), rc.NodeClient(rc.Seeds()[0]))
 }

@@ -237,7 +237,8 @@ func (w *work) plan(req []byte) {
 			return
 		}
 	case "dbsize", "flushdb", "flushall", "keys", "randomkey", "script|load", "script|flush", "script|exists",
-		"function|load", "function|flush", "function|delete", "function|restore", "config|set", "config|resetstat":
+		"function|load", "function|flush", "function|delete", "function|restore", "config|set", "config|resetstat",
+		"client|pause", "client|unpause":
 		w.fanout(req, mergeOf(info.Name))
 		return
 	case "scan":

@@ -38,7 +38,7 @@ type routerDo struct{ r *Router }
 func (d routerDo) Do(b *upstream.Batch) { d.r.Do(context.Background(), 0, 7, b) }
 
 // keysOn returns a key of prefix on each master.
-func keysOn(t *testing.T, c *Cluster, prefix string) []string {
+func keysOn(t testing.TB, c *Cluster, prefix string) []string {
 	t.Helper()
 	byMaster := map[string]string{}
 	for i := 0; len(byMaster) < len(c.Topology().Masters()); i++ {
@@ -120,6 +120,17 @@ func testSessionMoves(t *testing.T, rc *redistest.Cluster) {
 	if v := do(t, routerDo{c.Router(2)}, []string{"GET", k[0]}); v[0] != "$1\r\nv\r\n" {
 		t.Fatalf("the aborted transaction wrote: GET = %q", v)
 	}
+	// Under WATCH, a read of another master's key is served; the
+	// transaction on the watched key runs.
+	got = do(t, s, []string{"WATCH", k[0]}, []string{"GET", k[1]}, []string{"MULTI"}, []string{"SET", k[0], "w"}, []string{"EXEC"})
+	if got[1] != "$1\r\nv\r\n" || got[4] != "*1\r\n+OK\r\n" {
+		t.Fatalf("WATCH, a read elsewhere, MULTI, SET, EXEC = %q", got)
+	}
+	// A second WATCH, of another master's key, cannot join the first.
+	got = do(t, s, []string{"WATCH", k[0]}, []string{"WATCH", k[1]}, []string{"UNWATCH"})
+	if got[0] != "+OK\r\n" || !strings.HasPrefix(got[1], "-CROSSSLOT") || got[2] != "+OK\r\n" {
+		t.Fatalf("WATCH on two masters = %q", got)
+	}
 	// A blocking pop on each master.
 	for _, key := range k {
 		do(t, routerDo{c.Router(2)}, []string{"RPUSH", key + "l", "x"})
@@ -173,5 +184,53 @@ func testRouterFollowsMigration(t *testing.T, rc *redistest.Cluster) {
 			t.Fatal("the MOVED reply did not refresh the slot map")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// BenchmarkRouter measures a batch through the router: a GET (one node, the
+// batch as it is), an MGET over three masters (split, sent at once, merged)
+// and a pipeline of 16 GETs over every master.
+func BenchmarkRouter(b *testing.B) {
+	rc := redistest.StartCluster(b, redistest.ClusterOptions{})
+	table, err := commandsOf(rc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := New(context.Background(), Config{Seeds: rc.Seeds(), Commands: table, Refresh: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	r := c.Router(2)
+	var keys []string
+	for i := 0; i < 16; i++ {
+		keys = append(keys, fmt.Sprintf("bench:%d", i))
+	}
+	for _, tc := range []struct {
+		name string
+		cmds [][]string
+	}{
+		{"GET", [][]string{{"GET", keys[0]}}},
+		{"MGET3", [][]string{append([]string{"MGET"}, keysOn(b, c, "bench:")...)}},
+		{"GETx16", func() (out [][]string) {
+			for _, k := range keys {
+				out = append(out, []string{"GET", k})
+			}
+			return out
+		}()},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			var batch upstream.Batch
+			for _, cmd := range tc.cmds {
+				batch.Add(resp.AppendCommand(nil, cmd...))
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				r.Do(context.Background(), 0, 1, &batch)
+				if batch.Err() != nil {
+					b.Fatal(batch.Err())
+				}
+			}
+		})
 	}
 }

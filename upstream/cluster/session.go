@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/cacheproxy/cacheproxy/commands"
 	"github.com/cacheproxy/cacheproxy/resp"
 	"github.com/cacheproxy/cacheproxy/upstream"
 )
@@ -13,10 +14,10 @@ import (
 // commands, scripts). Its connection goes to the master of the first key it
 // sees; until then, and for keyless commands, to any master. A session that
 // holds no state (no MULTI with keys queued, no WATCH) follows each command's
-// keys to their master; one that does answers a command whose keys live on
-// another master with CROSSSLOT, and a transaction that got one ends in
-// EXECABORT, as Redis Cluster ends one whose keys span slots. Nothing is
-// dialled until the first batch.
+// keys to their master. Under WATCH alone, a command on another master's keys
+// takes the shared path; inside MULTI it is answered CROSSSLOT, and EXEC then
+// EXECABORT, as Redis Cluster ends a transaction whose keys span slots.
+// Nothing is dialled until the first batch.
 func (r *Router) Dedicated(ctx context.Context, db int) (upstream.Session, error) {
 	if db != 0 {
 		return nil, errors.New("cluster: only database 0 exists in a cluster")
@@ -64,7 +65,11 @@ func (s *session) Do(b *upstream.Batch) {
 	top := s.r.c.Topology()
 	for i := 0; i < b.Len(); i++ {
 		req := b.Request(i)
-		name, slot, cross := s.classify(req)
+		info, slot, cross := s.classify(req)
+		name := ""
+		if info != nil {
+			name = info.Name
+		}
 		switch {
 		case cross:
 			if !s.flush(b) {
@@ -92,6 +97,14 @@ func (s *session) Do(b *upstream.Batch) {
 				}
 				s.refuse(b, replyNotServed)
 				continue
+			case owner != s.addr && s.conn != nil && s.watching && !s.multi && sharable(info):
+				// Under WATCH alone, commands are not part of the
+				// transaction: one on another master's keys takes the
+				// shared path.
+				if !s.flush(b) || !s.shared(b, req) {
+					return
+				}
+				continue
 			case owner != s.addr && s.conn != nil && s.pinned():
 				if !s.flush(b) {
 					return
@@ -113,6 +126,20 @@ func (s *session) Do(b *upstream.Batch) {
 		s.track(name, slot, req)
 	}
 	s.flush(b)
+}
+
+// shared sends req through the router's shared connections and appends its
+// reply to b. It reports false when b failed.
+func (s *session) shared(b *upstream.Batch, req []byte) bool {
+	var one upstream.Batch
+	one.Add(req)
+	s.r.Do(s.ctx, 0, 0, &one)
+	if one.Answered() == 0 {
+		b.Fail(one.Err())
+		return false
+	}
+	b.AppendReply(one.Reply(0))
+	return true
 }
 
 // refuse answers a command with reply without sending it; inside MULTI the
@@ -162,30 +189,41 @@ func (s *session) endTx() {
 	s.replay = s.replay[:0]
 }
 
-// classify finds a request's command name and the slot of its keys (-1 for
-// none); cross reports keys in several slots.
-func (s *session) classify(req []byte) (name string, slot int, cross bool) {
+// sharable reports whether a command may leave the session for the shared
+// connections: a plain read or write, which neither blocks, nor runs a
+// script that could keep a shared connection busy, nor leaves state.
+func sharable(info *commands.Info) bool {
+	switch info.Name {
+	case "watch", "eval_ro", "evalsha_ro", "fcall_ro":
+		return false
+	}
+	return (info.Flags.Has(commands.ReadOnly) || info.Flags.Has(commands.Write)) && !info.Flags.Has(commands.Blocking)
+}
+
+// classify finds a request's command (nil if unknown, or of the wrong arity)
+// and the slot of its keys (-1 for none); cross reports keys in several slots.
+func (s *session) classify(req []byte) (info *commands.Info, slot int, cross bool) {
 	args, ok := resp.CommandArgs(req, s.args[:0])
 	s.args = args[:0]
 	if !ok {
-		return "", -1, false
+		return nil, -1, false
 	}
-	info := s.r.c.cfg.Commands.Lookup(args)
+	info = s.r.c.cfg.Commands.Lookup(args)
 	if info == nil || !info.ArityOK(len(args)) {
-		return "", -1, false // any node gives the error
+		return nil, -1, false // any node gives the error
 	}
 	keys, _ := info.Keys(args, s.keys[:0])
 	s.keys = keys[:0]
 	if len(keys) == 0 {
-		return info.Name, -1, false
+		return info, -1, false
 	}
 	slot = Slot(keys[0])
 	for _, k := range keys[1:] {
 		if Slot(k) != slot {
-			return info.Name, slot, true
+			return info, slot, true
 		}
 	}
-	return info.Name, slot, false
+	return info, slot, false
 }
 
 // move puts the session on a connection to addr. Inside a MULTI that has

@@ -1,5 +1,10 @@
 package cluster
 
+import (
+	"strconv"
+	"sync"
+)
+
 // Slots is the number of hash slots a Redis Cluster divides its keys into.
 const Slots = 16384
 
@@ -48,3 +53,24 @@ var crc16Table = func() (t [256]uint16) {
 	}
 	return t
 }()
+
+// SlotTag returns a hash tag, "{...}", that puts any key holding it in slot:
+// the way to write a key on a chosen master (a canary on each one, say).
+func SlotTag(slot int) string {
+	tagsOnce.Do(func() {
+		found := 0
+		for i := 0; found < Slots; i++ {
+			s := strconv.Itoa(i)
+			if sl := int(crc16([]byte(s)) & (Slots - 1)); tags[sl] == "" {
+				tags[sl] = "{" + s + "}"
+				found++
+			}
+		}
+	})
+	return tags[slot]
+}
+
+var (
+	tagsOnce sync.Once
+	tags     [Slots]string
+)

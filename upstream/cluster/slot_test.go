@@ -52,3 +52,12 @@ func BenchmarkSlot(b *testing.B) {
 		Slot(key)
 	}
 }
+
+func TestSlotTag(t *testing.T) {
+	t.Parallel()
+	for slot := 0; slot < Slots; slot++ {
+		if got := Slot([]byte("canary:" + SlotTag(slot) + ":1")); got != slot {
+			t.Fatalf("a key holding SlotTag(%d) = %q is in slot %d", slot, SlotTag(slot), got)
+		}
+	}
+}

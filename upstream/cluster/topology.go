@@ -41,6 +41,22 @@ func (t *Topology) Owner(slot int) string {
 	return t.masters[i]
 }
 
+// Ranges are the slot ranges (inclusive, ascending) master serves.
+func (t *Topology) Ranges(master string) [][2]int {
+	var out [][2]int
+	for slot := 0; slot < Slots; slot++ {
+		if t.Owner(slot) != master {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1][1] == slot-1 {
+			out[n-1][1] = slot
+		} else {
+			out = append(out, [2]int{slot, slot})
+		}
+	}
+	return out
+}
+
 // Changed is closed once a different slot map replaces this one: a master
 // failed over, a slot moved, a node came or went. Watch with a loop:
 //

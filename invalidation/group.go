@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cacheproxy/cacheproxy/upstream/cluster"
 )
@@ -53,6 +54,10 @@ type Group struct {
 	leaving []*member // members gone from the slot map whose Subscribers are stopping
 	resumed bool
 	retired State // counters of Subscribers that have stopped, so that totals never go back
+	// offSince is when the Target was last suspended (zero while resumed);
+	// off sums the suspensions that have ended.
+	offSince time.Time
+	off      time.Duration
 }
 
 // member is one master's Subscriber, and the Target it is given.
@@ -86,6 +91,9 @@ type GroupStats struct {
 	// TopologyFlushes counts whole-Target flushes for a topology change:
 	// changes that moved a slot or a master (not those of replicas alone).
 	TopologyFlushes int64
+	// Suspended is how long the Target has been suspended in all, from
+	// NewGroup on, whatever the cause.
+	Suspended time.Duration
 }
 
 // NewGroup returns a Group that keeps t coherent with the cluster whose
@@ -118,6 +126,7 @@ func NewGroup(cfg Config, topology func() *cluster.Topology, t Target) *Group {
 		log:      log.With("component", "invalidation"),
 		ready:    make(chan struct{}),
 		members:  map[string]*member{},
+		offSince: time.Now(),
 	}
 }
 
@@ -288,11 +297,14 @@ func (g *Group) update() {
 	}
 	g.resumed = trusted
 	if trusted {
+		g.off += time.Since(g.offSince)
+		g.offSince = time.Time{}
 		g.target.Resume()
 		g.readyOnce.Do(func() { close(g.ready) })
 		g.log.Info("every master's invalidation stream trusted; L1 resumed", "masters", g.order)
 		return
 	}
+	g.offSince = time.Now()
 	g.target.Suspend()
 }
 
@@ -367,12 +379,19 @@ func (g *Group) nodes() []*member {
 	return out
 }
 
-// Stats returns the topology counters.
+// Stats returns the topology counters and the time suspended.
 func (g *Group) Stats() GroupStats {
+	g.mu.Lock()
+	off := g.off
+	if !g.offSince.IsZero() {
+		off += time.Since(g.offSince)
+	}
+	g.mu.Unlock()
 	return GroupStats{
 		TopologyChanges: g.changes.Load(),
 		Failovers:       g.failovers.Load(),
 		TopologyFlushes: g.flushes.Load(),
+		Suspended:       off,
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -341,13 +340,13 @@ func testFailoverUnderLoad(t *testing.T, rc *redistest.Cluster, url string) {
 	l := startLoad(t, c, counters, fixed)
 	time.Sleep(300 * time.Millisecond)
 	old := rc.Shards()[0]
-	suspended := sampleSuspension(t, p)
+	before := scrape(t, p.metrics)
 	rc.Failover(old.Replicas[0])
 	waitFor(t, coherenceWait, "the proxy counts the failover", p.logs, func() bool {
 		return metricSum(scrape(t, p.metrics), "cacheproxy_cluster_failovers_total") >= 1
 	})
 	waitReady(t, p.metrics, p.logs)
-	t.Logf("the L1 was suspended for about %v around the failover", suspended())
+	t.Logf("the L1 was suspended for %v around the failover", suspendedSince(t, p, before))
 	time.Sleep(500 * time.Millisecond) // load continues on the new master
 	l.finish(rc)
 
@@ -375,46 +374,12 @@ func testFailoverUnderLoad(t *testing.T, rc *redistest.Cluster, url string) {
 	}
 }
 
-// sampleSuspension samples the proxy's cacheproxy_caching_enabled every 20 ms
-// until the returned function is called, which says for about how long it was
-// 0 (a measure, not a check: sampling on a loaded machine is coarse).
-func sampleSuspension(t *testing.T, p *proc) func() time.Duration {
-	stop := make(chan struct{})
-	done := make(chan time.Duration, 1)
-	go func() {
-		var off time.Duration
-		last := time.Now()
-		for {
-			select {
-			case <-stop:
-				done <- off
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			resp, err := http.Get("http://" + p.metrics + "/metrics")
-			if err != nil {
-				continue
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			now := time.Now()
-			if containsLine(string(body), "cacheproxy_caching_enabled 0") {
-				off += now.Sub(last)
-			}
-			last = now
-		}
-	}()
-	var once sync.Once
-	var off time.Duration
-	stopped := func() time.Duration {
-		once.Do(func() {
-			close(stop)
-			off = <-done
-		})
-		return off
-	}
-	t.Cleanup(func() { stopped() })
-	return stopped
+// suspendedSince returns how many seconds the proxy's L1 has been suspended
+// since before was scraped (cacheproxy_cluster_l1_suspended_seconds_total).
+func suspendedSince(t *testing.T, p *proc, before string) time.Duration {
+	const name = "cacheproxy_cluster_l1_suspended_seconds_total"
+	s := metricSum(scrape(t, p.metrics), name) - metricSum(before, name)
+	return time.Duration(s * float64(time.Second)).Round(time.Millisecond)
 }
 
 // testReshardUnderLoad: redis-cli --cluster reshard moves slots, keys of the
@@ -443,7 +408,6 @@ func testReshardUnderLoad(t *testing.T, rc *redistest.Cluster, url string) {
 	before := scrape(t, p.metrics)
 	l := startLoad(t, c, counters, fixed)
 	time.Sleep(300 * time.Millisecond)
-	suspended := sampleSuspension(t, p)
 	rc.Reshard(from.Master, to.Master, slots)
 	waitFor(t, coherenceWait, "the proxy sees the new slot map", p.logs, func() bool {
 		return metricSum(scrape(t, p.metrics), "cacheproxy_cluster_topology_changes_total") >
@@ -455,8 +419,8 @@ func testReshardUnderLoad(t *testing.T, rc *redistest.Cluster, url string) {
 	after := scrape(t, p.metrics)
 	flushes := metricSum(after, "cacheproxy_cluster_l1_flushes_total") - metricSum(before, "cacheproxy_cluster_l1_flushes_total")
 	changes := metricSum(after, "cacheproxy_cluster_topology_changes_total") - metricSum(before, "cacheproxy_cluster_topology_changes_total")
-	t.Logf("reshard of %d slots: %v topology changes seen, %v L1 flushes, the L1 suspended for about %v",
-		slots, changes, flushes, suspended())
+	t.Logf("reshard of %d slots: %v topology changes seen, %v L1 flushes, the L1 suspended for %v",
+		slots, changes, flushes, suspendedSince(t, p, before))
 	if flushes < 1 {
 		t.Errorf("the reshard flushed the L1 %v times; want at least once", flushes)
 	}

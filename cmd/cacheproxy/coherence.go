@@ -35,11 +35,12 @@ var (
 	clusterChangesDesc  = prometheus.NewDesc("cacheproxy_cluster_topology_changes_total", "Slot maps that replaced another (slots or masters moved, or replicas changed).", nil, nil)
 	clusterFailoverDesc = prometheus.NewDesc("cacheproxy_cluster_failovers_total", "Masters that were, in the slot map they replaced, a replica.", nil, nil)
 	clusterFlushesDesc  = prometheus.NewDesc("cacheproxy_cluster_l1_flushes_total", "Whole-L1 flushes for a topology change that moved a slot or a master.", nil, nil)
+	clusterOffDesc      = prometheus.NewDesc("cacheproxy_cluster_l1_suspended_seconds_total", "Seconds the L1 has been suspended because some master's invalidation stream was not trusted, from start on.", nil, nil)
 )
 
 func (c groupCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{nodeSubscribedDesc, nodeReconnectsDesc, nodeMessagesDesc, nodeLagDesc,
-		clusterChangesDesc, clusterFailoverDesc, clusterFlushesDesc} {
+		clusterChangesDesc, clusterFailoverDesc, clusterFlushesDesc, clusterOffDesc} {
 		ch <- d
 	}
 }
@@ -59,4 +60,5 @@ func (c groupCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(clusterChangesDesc, prometheus.CounterValue, float64(st.TopologyChanges))
 	ch <- prometheus.MustNewConstMetric(clusterFailoverDesc, prometheus.CounterValue, float64(st.Failovers))
 	ch <- prometheus.MustNewConstMetric(clusterFlushesDesc, prometheus.CounterValue, float64(st.TopologyFlushes))
+	ch <- prometheus.MustNewConstMetric(clusterOffDesc, prometheus.CounterValue, st.Suspended.Seconds())
 }

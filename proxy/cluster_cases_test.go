@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -494,5 +495,68 @@ func testClusterFailover(t *testing.T, rc *redistest.Cluster) {
 	}
 	if v, err := c.Get(bg, keys[0]).Result(); err != nil || v != "after" {
 		t.Fatalf("GET after the failover = %q, %v", v, err)
+	}
+}
+
+// testClusterShardPubSub subscribes to shard channels through the proxy:
+// the connection goes to the master of the first one's slot; one of another
+// master's slot is refused with CROSSSLOT, never MOVED; messages published
+// through any client arrive.
+func testClusterShardPubSub(t *testing.T, rc *redistest.Cluster) {
+	e := startClusterEnv(t, rc)
+	chans := spread(t, rc, "shard:", 2)
+	a := chans[0]
+	var b string
+	for _, ch := range chans[1:] {
+		if rc.Owner(rc.Slot(ch)) != rc.Owner(rc.Slot(a)) {
+			b = ch
+			break
+		}
+	}
+	sub := dialRaw(t, e.addr)
+	if got := sub.roundTrip(string(encodeCommand(byteArgs([]string{"SSUBSCRIBE", a}))), 1); !strings.Contains(got, "ssubscribe") {
+		t.Fatalf("SSUBSCRIBE %s: %q", a, got)
+	}
+	if got := sub.roundTrip(string(encodeCommand(byteArgs([]string{"SSUBSCRIBE", b}))), 1); got != strings.ReplaceAll(crossSlot, `\r\n`, "\r\n") {
+		t.Fatalf("SSUBSCRIBE %s of another master: %q; want CROSSSLOT", b, got)
+	}
+	if n, err := e.client().SPublish(bg, a, "hi").Result(); err != nil || n != 1 {
+		t.Fatalf("SPUBLISH %s = %d, %v; want 1", a, n, err)
+	}
+	if got := sub.roundTrip("", 1); !strings.Contains(got, "smessage") || !strings.Contains(got, "hi") {
+		t.Fatalf("message: %q", got)
+	}
+}
+
+// testClusterMonitor checks that a monitoring client's commands on keys of
+// any master get a monitor's refusal, never the monitoring node's MOVED.
+func testClusterMonitor(t *testing.T, rc *redistest.Cluster) {
+	e := startClusterEnv(t, rc)
+	nc, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	m := &compatConn{c: nc}
+	send := func(args ...string) {
+		if _, err := nc.Write(encodeCommand(byteArgs(args))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("MONITOR")
+	if got := m.read(1)[0]; got != "+OK\r\n" {
+		t.Fatalf("MONITOR: %q", got)
+	}
+	for _, k := range spread(t, rc, "monitor:", 3) {
+		send("GET", k)
+		// Lines of the stream (every other test's commands on that
+		// master) may come first, many of them.
+		got := m.read(1)[0]
+		for deadline := time.Now().Add(time.Minute); monitorLine([]byte(got)) && time.Now().Before(deadline); {
+			got = m.read(1)[0]
+		}
+		if got != "-ERR Replica can't interact with the keyspace\r\n" {
+			t.Fatalf("GET %s while monitoring: %q", k, got)
+		}
 	}
 }

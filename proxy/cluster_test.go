@@ -38,6 +38,8 @@ var clusterSteady = []clusterTest{
 	{"HashTags", testClusterHashTags},
 	{"Select", testClusterSelect},
 	{"Sessions", testClusterSessions},
+	{"ShardPubSub", testClusterShardPubSub},
+	{"Monitor", testClusterMonitor},
 }
 
 var clusterMoving = []clusterTest{

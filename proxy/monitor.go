@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"strings"
@@ -217,6 +218,11 @@ func (m *monitorSession) pump(c *client) {
 		if err != nil {
 			return
 		}
+		if c.s.cluster && bytes.HasPrefix(r, replyMoved) {
+			// The monitoring node checks where a command's keys live
+			// before whether a monitor may touch keys at all.
+			r = replyMonitorKeyspace
+		}
 		c.wmu.Lock()
 		c.dconn.WriteRaw(r)
 		c.wmu.Unlock()
@@ -233,6 +239,8 @@ func (m *monitorSession) pump(c *client) {
 		}
 	}
 }
+
+var replyMonitorKeyspace = []byte("-ERR Replica can't interact with the keyspace\r\n")
 
 // monitorLine reports whether r is a line of the stream rather than a reply:
 // a status that starts with the command's time ("+1700000000.123456 [0

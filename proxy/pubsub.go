@@ -351,6 +351,13 @@ func (ps *pubsub) pump(c *client) {
 				ps.barrier <- r[0] == '*' || ps.resp3 && (ps.total > 0 || c.ssub.Load() > 0)
 				continue
 			}
+			if c.s.cluster && (bytes.HasPrefix(r, replyMoved) || bytes.HasPrefix(r, replyAsk)) {
+				// A cluster node refuses a shard channel of another
+				// master's slot: a connection's shard channels must share
+				// a slot, as in Redis Cluster, whose clients never see
+				// where the others live.
+				r = replyCrossSlot
+			}
 			ps.track(c, r)
 			c.wmu.Lock()
 			c.dconn.WriteRaw(r)
@@ -367,6 +374,12 @@ func (ps *pubsub) pump(c *client) {
 		}
 	}
 }
+
+var (
+	replyMoved     = []byte("-MOVED ")
+	replyAsk       = []byte("-ASK ")
+	replyCrossSlot = []byte("-CROSSSLOT Keys in request don't hash to the same slot\r\n")
+)
 
 // track follows subscription confirmations to keep the client's counts for
 // CLIENT LIST. Redis counts channels and patterns together and shard channels

@@ -19,6 +19,7 @@ test:
 
 bench: build
 	$(GO) run ./bench suite --proxy-bin $(BIN) --out bench/results
+	$(GO) run ./bench cluster --proxy-bin $(BIN) --out bench/results
 
 # A long run under faults (not part of test): mixed load through the proxy in
 # front of a redis-server, the proxy's upstream through a fault bridge, a fault

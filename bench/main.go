@@ -7,6 +7,7 @@
 //	    --metrics proxy=http://127.0.0.1:9180/metrics --workload get --conns 1,10,50,200
 //	go run ./bench suite --proxy-bin ./cacheproxy --out bench/results [--only memory]
 //	go run ./bench ceiling --listen 127.0.0.1:7000
+//	go run ./bench cluster --proxy-bin ./cacheproxy --out bench/results
 //	go run ./bench soak --proxy-bin bin/cacheproxy --duration 30m --out bench/results/soak
 //
 // The suite starts its own redis-server, proxy, (when installed) twemproxy and
@@ -57,6 +58,9 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if len(args) > 0 && args[0] == "soak" {
 		return soakCmd(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "cluster" {
+		return clusterCmd(ctx, args[1:], stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "ceiling" {
 		return ceilingCmd(ctx, args[1:], stderr)

@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"maps"
@@ -164,7 +165,8 @@ func configs(t *testing.T) map[string]*config.Config {
 
 func TestConfigsLoad(t *testing.T) {
 	cs := configs(t)
-	for _, want := range []string{"ConfigMap/cacheproxy", "ConfigMap/app-cacheproxy", "compose/cacheproxy.yaml", "cacheproxy.example.yaml"} {
+	for _, want := range []string{"ConfigMap/cacheproxy", "ConfigMap/app-cacheproxy", "ConfigMap/cluster-cacheproxy",
+		"compose/cacheproxy.yaml", "cacheproxy.example.yaml"} {
 		if cs[want] == nil {
 			t.Errorf("no configuration %s", want)
 		}
@@ -249,6 +251,43 @@ func TestKubernetesAgrees(t *testing.T) {
 	}
 	if p := containerPorts(proxyC)["metrics"]; side == nil || p != port(t, side.Metrics) {
 		t.Errorf("sidecar metrics port %q", p)
+	}
+}
+
+// TestKubernetesClusterAgrees: the cluster example's proxies mount its
+// ConfigMap, whose upstream is a Redis Cluster, expose its ports, probe
+// readiness (every master's stream trusted) on /readyz, and its Service
+// selects them.
+func TestKubernetesClusterAgrees(t *testing.T) {
+	m := manifests(t)
+	cfg := configs(t)["ConfigMap/cluster-cacheproxy"]
+	if cfg == nil {
+		t.Fatal("no ConfigMap/cluster-cacheproxy")
+	}
+	if up := fmt.Sprint(cfg.Upstream); !strings.HasPrefix(up, "redis-cluster://") {
+		t.Errorf("the cluster example's upstream is %q", up)
+	}
+	pod := at(m["Deployment/cacheproxy-cluster"], "spec", "template")
+	c := at(pod, "spec", "containers", 0)
+	ports := containerPorts(c)
+	if ports["redis"] != port(t, cfg.Listen) || ports["metrics"] != port(t, cfg.Metrics) {
+		t.Errorf("container ports %v; the ConfigMap listens on %s and serves metrics on %s", ports, cfg.Listen, cfg.Metrics)
+	}
+	if at(c, "readinessProbe", "httpGet", "path") != "/readyz" {
+		t.Errorf("readinessProbe %v", at(c, "readinessProbe"))
+	}
+	if at(pod, "spec", "volumes", 0, "configMap", "name") != "cluster-cacheproxy" {
+		t.Errorf("the pods mount %v", at(pod, "spec", "volumes"))
+	}
+	labels := at(pod, "metadata", "labels")
+	for k, v := range at(m["Service/cacheproxy-cluster"], "spec", "selector").(map[string]any) {
+		if at(labels, k) != v {
+			t.Errorf("the Service selects %s=%v, which the pods lack", k, v)
+		}
+	}
+	// An alternative to the fleet the kustomization applies, not a part of it.
+	if k := docs(t, "kubernetes/kustomization.yaml")[0]; slices.Contains(at(k, "resources").([]any), any("cluster.yaml")) {
+		t.Error("the cluster example is in the kustomization beside the single-Redis fleet")
 	}
 }
 

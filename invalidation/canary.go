@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // canary writes a key of its own, waits for the stream to notify it, pauses,
@@ -20,13 +22,13 @@ func (ss *session) canary() {
 	// The key must outlive the wait for its notification, and no more.
 	px := max(s.canaryTimeout, time.Second)
 	for {
-		key := s.canaryKeys + strconv.FormatInt(s.canarySeq.Add(1), 10)
 		sent := time.Now()
-		if !ss.expectCanary(key, sent) {
+		key, err := ss.writeCanary(sent, px)
+		if key == "" {
 			return
 		}
-		if err := ss.ctl.Set(ss.ctx, key, "", px).Err(); err != nil {
-			if refused(err) {
+		if err != nil {
+			if refused(err) && !redirected(err) {
 				ss.canaryRefused(key, err)
 			} else {
 				ss.lose(fmt.Errorf("canary write: %w", err))
@@ -46,6 +48,35 @@ func (ss *session) canary() {
 		}
 		if !ss.pause(s.canaryInterval) {
 			return
+		}
+	}
+}
+
+// redirectPause spaces a canary's writes to a Redis Cluster node that
+// answers that it cannot take the key now.
+const redirectPause = 10 * time.Millisecond
+
+// writeCanary writes a new canary key with expiry px and returns it, or ""
+// if the session ended. A node of a Redis Cluster that answers MOVED or ASK
+// (the key's slot is moving away) or TRYAGAIN or CLUSTERDOWN says nothing of
+// the stream: another key, in another slot, is written instead, until
+// canaryTimeout after sent.
+func (ss *session) writeCanary(sent time.Time, px time.Duration) (string, error) {
+	s := ss.s
+	for {
+		key := s.canaryKeys + strconv.FormatInt(s.canarySeq.Add(1), 10)
+		if s.canaryTag != nil {
+			key += s.canaryTag()
+		}
+		if !ss.expectCanary(key, sent) {
+			return "", nil
+		}
+		err := ss.ctl.Set(ss.ctx, key, "", px).Err()
+		if err == nil || !redirected(err) || time.Since(sent) > s.canaryTimeout {
+			return key, err
+		}
+		if !ss.pause(redirectPause) {
+			return "", nil
 		}
 	}
 }
@@ -126,4 +157,16 @@ func (ss *session) canaryLate(key string) {
 		return
 	}
 	ss.lose(fmt.Errorf("canary %q not notified within %v: the stream delivers nothing", key, s.canaryTimeout))
+}
+
+// redirected tells a Redis Cluster node's refusal of a key it does not serve
+// (MOVED, ASK) or cannot serve now (TRYAGAIN, CLUSTERDOWN) from a refusal of
+// the write itself.
+func redirected(err error) bool {
+	for _, p := range [...]string{"MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN"} {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return false
 }

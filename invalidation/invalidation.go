@@ -43,6 +43,11 @@
 //     whole L1 (the counts do not say which database).
 //   - Silence: PINGs on the stream's connections, unanswered for three
 //     intervals, end the session.
+//
+// A Redis Cluster's masters each publish their own keys' changes only: a
+// Group runs a Subscriber on every master of the slot map, follows the map as
+// it changes, and keeps one Target trusted only while every master's stream
+// is.
 package invalidation
 
 import (
@@ -132,15 +137,17 @@ type Config struct {
 	// CanaryTimeout is how long a canary's notification may take before the
 	// stream is declared lost. 0 means 5s.
 	CanaryTimeout time.Duration
-	// CanaryTag, when set, goes into every canary key after CanaryPrefix: a
-	// Redis Cluster hash tag ("{...}") that puts the keys on the master the
-	// stream listens to, which would otherwise refuse them (MOVED).
-	CanaryTag string
 	// PollInterval is how often the upstream's INFO is read for restarts,
 	// failovers and commands that change keys without per-key events. It
 	// bounds how long such a change can go unnoticed. 0 means 100ms; negative
 	// turns polling off.
 	PollInterval time.Duration
+	// CanaryHashTag, when set, is called before each canary write for a hash
+	// tag, braces included ("{42}"), whose slot the upstream serves at that
+	// moment: a Redis Cluster node takes writes only to its
+	// own slots. A canary write answered MOVED or ASK ends the session (the
+	// slot map has changed) rather than counting as refused.
+	CanaryHashTag func() string
 	// Logger receives state changes. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -192,7 +199,8 @@ type Subscriber struct {
 	canaryInterval time.Duration // <= 0: no canary
 	canaryTimeout  time.Duration
 	pollInterval   time.Duration // <= 0: no polling
-	canaryKeys     string        // CanaryPrefix + CanaryTag + this subscriber's random id + ":"
+	canaryKeys     string        // CanaryPrefix + this subscriber's random id + ":"
+	canaryTag      func() string // nil outside a cluster
 	tracked        []string      // tracking mode's PREFIX list; nil tracks every key
 
 	// Timings; tests shorten them.
@@ -263,7 +271,7 @@ func New(cfg Config, t Target) *Subscriber {
 	}
 	var id [8]byte
 	_, _ = rand.Read(id[:])
-	canaryKeys := CanaryPrefix + cfg.CanaryTag + hex.EncodeToString(id[:]) + ":"
+	canaryKeys := CanaryPrefix + hex.EncodeToString(id[:]) + ":"
 	return &Subscriber{
 		opts:            o,
 		mode:            cfg.Mode,
@@ -274,6 +282,7 @@ func New(cfg Config, t Target) *Subscriber {
 		canaryTimeout:   orDefault(cfg.CanaryTimeout, DefaultCanaryTimeout),
 		pollInterval:    orDefault(cfg.PollInterval, DefaultPollInterval),
 		canaryKeys:      canaryKeys,
+		canaryTag:       cfg.CanaryHashTag,
 		tracked:         trackedPrefixes(cfg.Prefixes, canaryKeys),
 		pingInterval:    time.Second,
 		recheckInterval: 10 * time.Second,

@@ -158,7 +158,10 @@ func run(t *testing.T, cfg Config, tweaks ...func(*Subscriber)) *harness {
 		cfg.PollInterval = 20 * time.Millisecond
 	}
 	h.sub = New(cfg, h.rec)
-	h.sub.pingInterval = 50 * time.Millisecond
+	// Three of these unanswered end a stream: long enough that a loaded
+	// machine's scheduling does not pass for silence (TestDetectsSilentLoss
+	// shortens it).
+	h.sub.pingInterval = 250 * time.Millisecond
 	h.sub.recheckInterval = 50 * time.Millisecond
 	h.sub.minBackoff, h.sub.maxBackoff = 10*time.Millisecond, 100*time.Millisecond
 	for _, tweak := range tweaks {
@@ -320,8 +323,8 @@ func TestDisablesCachingWhenNotificationsOffAndNotAllowed(t *testing.T) {
 	if st := h.sub.State(); !strings.Contains(st.CachingDisabled, "notify-keyspace-events") || st.Subscribed {
 		t.Errorf("state %+v; want a reason naming notify-keyspace-events, not subscribed", st)
 	}
-	// The state is set just before the line is logged.
-	waitUntil(t, "an error logged", func() bool {
+	// The state is set just before the error is logged.
+	waitUntil(t, "the error logged", func() bool {
 		return strings.Contains(h.logs.String(), "level=ERROR msg=\"CACHING DISABLED")
 	})
 	// Let it re-check a few times (seen on the server), then make sure it still
@@ -523,7 +526,8 @@ func TestDetectsSilentLoss(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	br := newBridge(t, srv.Addr())
 	opts := &redis.Options{Addr: br.addr(), DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond}
-	h := run(t, Config{Options: opts})
+	// PINGs must notice before the poller's reads time out.
+	h := run(t, Config{Options: opts}, func(s *Subscriber) { s.pingInterval = 50 * time.Millisecond })
 	checkResubscribes(t, srv, h, func() {
 		br.blackhole.Store(true)
 		h.rec.waitTrust(t, "suspend resume suspend")

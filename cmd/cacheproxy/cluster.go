@@ -5,14 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cacheproxy/cacheproxy/commands"
-	"github.com/cacheproxy/cacheproxy/invalidation"
 	"github.com/cacheproxy/cacheproxy/upstream"
 	"github.com/cacheproxy/cacheproxy/upstream/cluster"
 )
@@ -81,96 +79,5 @@ func clusterMetrics(cl *cluster.Cluster) []prometheus.Collector {
 			Name: "cacheproxy_cluster_masters",
 			Help: "Masters serving slots in the current slot map.",
 		}, func() float64 { return float64(len(cl.Topology().Masters())) }),
-	}
-}
-
-// clusterStreams are one invalidation stream per master of the slot map at
-// start-up, feeding one Target: the L1 stays suspended while any of them is
-// not trusted. They are not re-established when the map changes; a replica
-// promoted in a failover was already streaming as its master's replica is
-// not, so writes to a new master go unseen until a restart.
-type clusterStreams struct {
-	subs []*invalidation.Subscriber
-}
-
-func newClusterStreams(top *cluster.Topology, base invalidation.Config, opts *redis.Options, t invalidation.Target) *clusterStreams {
-	f := &fanIn{Target: t}
-	cs := &clusterStreams{}
-	for _, m := range top.Masters() {
-		cfg := base
-		o := *opts
-		o.Addr, o.Dialer = m, nil
-		cfg.Options = &o
-		// The canary's keys must live on the master whose stream they prove.
-		cfg.CanaryTag = cluster.SlotTag(top.Ranges(m)[0][0])
-		cs.subs = append(cs.subs, invalidation.New(cfg, f))
-	}
-	return cs
-}
-
-// run runs every stream until ctx ends and returns the first error.
-func (cs *clusterStreams) run(ctx context.Context) error {
-	errc := make(chan error, len(cs.subs))
-	for _, s := range cs.subs {
-		go func() { errc <- s.Run(ctx) }()
-	}
-	var first error
-	for range cs.subs {
-		if err := <-errc; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
-}
-
-// state sums the streams' states: subscribed only while every one is.
-func (cs *clusterStreams) state() invalidation.State {
-	var st invalidation.State
-	for i, s := range cs.subs {
-		one := s.State()
-		if i == 0 {
-			st = one
-			continue
-		}
-		st.Subscribed = st.Subscribed && one.Subscribed
-		if st.CachingDisabled == "" {
-			st.CachingDisabled = one.CachingDisabled
-		}
-		st.Reconnects += one.Reconnects
-		st.Messages += one.Messages
-		st.Malformed += one.Malformed
-		st.Flushes += one.Flushes
-		st.Canaries += one.Canaries
-		if one.LastMessage.After(st.LastMessage) {
-			st.LastMessage = one.LastMessage
-		}
-		st.Lag = max(st.Lag, one.Lag)
-	}
-	return st
-}
-
-// fanIn is one Target for several streams: it suspends the L1 when the first
-// stream stops being trusted and resumes it when the last one is trusted
-// again, so the Target still sees Suspend and Resume alternate.
-type fanIn struct {
-	invalidation.Target
-	mu   sync.Mutex // guards down; held across the Target's Suspend and Resume
-	down int        // streams suspended
-}
-
-func (f *fanIn) Suspend() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.down == 0 {
-		f.Target.Suspend()
-	}
-	f.down++
-}
-
-func (f *fanIn) Resume() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.down--; f.down == 0 {
-		f.Target.Resume()
 	}
 }

@@ -18,14 +18,19 @@ import (
 // the stream is down); readiness is for a load balancer to prefer another.
 type health struct {
 	ping     func(context.Context) error
-	sub      atomic.Pointer[func() invalidation.State] // nil until the subscriber exists
-	stopping atomic.Bool                               // draining for shutdown
+	sub      atomic.Pointer[func() invalidation.State]       // nil until the subscriber exists
+	nodes    atomic.Pointer[func() []invalidation.NodeState] // a cluster's masters' streams; nil for one upstream
+	stopping atomic.Bool                                     // draining for shutdown
 }
 
 // pingTimeout bounds /readyz's PING of the upstream: probes time out too.
 const pingTimeout = time.Second
 
 func (h *health) setSubscriber(state func() invalidation.State) { h.sub.Store(&state) }
+
+// setNodes makes /readyz report each master of a cluster on a line of its
+// own: which ones hold the L1 suspended.
+func (h *health) setNodes(nodes func() []invalidation.NodeState) { h.nodes.Store(&nodes) }
 
 func (h *health) alive(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -58,15 +63,33 @@ func (h *health) problems(ctx context.Context) []string {
 	switch {
 	case sub == nil:
 		out = append(out, "invalidation: not started (waiting for the upstream)")
-	default:
+	case h.nodes.Load() != nil:
 		st := (*sub)()
-		if st.CachingDisabled != "" {
-			out = append(out, "invalidation: caching disabled: "+st.CachingDisabled)
-		} else if !st.Subscribed {
-			out = append(out, "invalidation: stream not trusted yet; the L1 is suspended")
+		nodes := (*h.nodes.Load())()
+		var streams []string
+		for _, n := range nodes {
+			streams = append(streams, streamProblems("invalidation: master "+n.Addr+": ", n.State)...)
 		}
+		if len(streams) == 0 && !st.Subscribed {
+			// No master yet, or every one trusted and a change of slot map under way.
+			streams = append(streams, "invalidation: following the cluster's slot map; the L1 is suspended")
+		}
+		out = append(out, streams...)
+	default:
+		out = append(out, streamProblems("invalidation: ", (*sub)())...)
 	}
 	return out
+}
+
+// streamProblems says, after prefix, why st keeps the L1 suspended, if it does.
+func streamProblems(prefix string, st invalidation.State) []string {
+	switch {
+	case st.CachingDisabled != "":
+		return []string{prefix + "caching disabled: " + st.CachingDisabled}
+	case !st.Subscribed:
+		return []string{prefix + "stream not trusted yet; the L1 is suspended"}
+	}
+	return nil
 }
 
 // pingWithin is ping bounded by ctx even when the client does not apply

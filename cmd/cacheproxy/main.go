@@ -271,10 +271,10 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 	}
 	if cl != nil {
 		// Each master publishes the events of its own keys alone.
-		streams := newClusterStreams(cl.Topology(), icfg, opts, srv.KeyspaceTarget())
-		metrics.ObserveSubscriber(streams.state)
-		h.setSubscriber(streams.state)
-		start(func() error { return streams.run(parts) })
+		g := clusterCoherence(icfg, cl, srv.KeyspaceTarget(), reg, h)
+		metrics.ObserveSubscriber(g.State)
+		h.setSubscriber(g.State)
+		start(func() error { return g.Run(parts) })
 	} else {
 		sub := invalidation.New(icfg, srv.KeyspaceTarget())
 		metrics.ObserveSubscriber(sub.State)

@@ -42,6 +42,7 @@ func TestMain(m *testing.M) {
 type proc struct {
 	t               *testing.T
 	redis           *redistest.Server
+	upstream        string // the upstream URL; "" means redis's, database 0
 	listen, metrics string
 	file            string
 	logs            *syncbuf.Buffer
@@ -52,7 +53,11 @@ type proc struct {
 // writeConfig writes body after the addresses of p.
 func (p *proc) writeConfig(body string) {
 	p.t.Helper()
-	head := fmt.Sprintf("listen: %s\nmetrics: %s\nupstream: %s\n", p.listen, p.metrics, p.redis.URL(0))
+	up := p.upstream
+	if up == "" {
+		up = p.redis.URL(0)
+	}
+	head := fmt.Sprintf("listen: %s\nmetrics: %s\nupstream: %s\n", p.listen, p.metrics, up)
 	// Write then rename, as editors and ConfigMap updates do, so that a poll
 	// never reads half a file.
 	tmp := p.file + ".tmp"
@@ -66,7 +71,13 @@ func (p *proc) writeConfig(body string) {
 
 func startProc(t *testing.T, r *redistest.Server, body string) *proc {
 	t.Helper()
-	p := &proc{t: t, redis: r, listen: freeAddr(t), metrics: freeAddr(t),
+	return startProcOn(t, r.URL(0), body)
+}
+
+// startProcOn is startProc for any upstream URL.
+func startProcOn(t *testing.T, upstream, body string) *proc {
+	t.Helper()
+	p := &proc{t: t, upstream: upstream, listen: freeAddr(t), metrics: freeAddr(t),
 		file: filepath.Join(t.TempDir(), "cacheproxy.yaml"), logs: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	p.writeConfig(body)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -239,7 +239,7 @@ func TestSummaryWithATargetInSomeScenarios(t *testing.T) {
 		{Name: "hit", Points: []point{{Conns: 50, Targets: []targetResult{res("direct", 100), res("proxy", 90), res(ceilingName, 110)}}}},
 		{Name: "pass", Points: []point{{Conns: 50, Targets: []targetResult{res("direct", 100), res("proxy", 70)}}}},
 	}}
-	f, ok := summaryFigure(rep)
+	f, ok := summaryFigure(rep, "t", rep.Scenarios)
 	if !ok {
 		t.Fatal("no summary")
 	}

@@ -21,7 +21,16 @@ const (
 // sizes (with EX TTL for sessions), hashes of HashFields fields, or counters
 // set to 0. Run it against the server itself rather than through a cache, so
 // that the first reads through a cache are misses.
-func Preload(ctx context.Context, addr string, s Spec) error {
+func Preload(ctx context.Context, addr string, s Spec) error { return touchAll(ctx, addr, s, false) }
+
+// Warm reads every key the workload can touch once, with the command the
+// workload reads it with (GET, MGET of the one key, or HGETALL), pipelined, so
+// that a cache at addr holds them before a measurement of its hits. (A cache
+// may keep a key's MGET element apart from its GET reply.)
+func Warm(ctx context.Context, addr string, s Spec) error { return touchAll(ctx, addr, s, true) }
+
+// touchAll writes, or reads, every key of s at addr.
+func touchAll(ctx context.Context, addr string, s Spec, read bool) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
@@ -34,7 +43,7 @@ func Preload(ctx context.Context, addr string, s Spec) error {
 	var wg sync.WaitGroup
 	for c := uint64(0); c < preloadConns && c*per < n; c++ {
 		wg.Go(func() {
-			err := preloadRange(ctx, addr, s, values, c*per, min(n, (c+1)*per), c)
+			err := touchRange(ctx, addr, s, values, c*per, min(n, (c+1)*per), c, read)
 			if err != nil {
 				cancel()
 			}
@@ -45,13 +54,31 @@ func Preload(ctx context.Context, addr string, s Spec) error {
 	close(errc)
 	for err := range errc {
 		if err != nil {
+			if read {
+				return fmt.Errorf("warm %s: %w", addr, err)
+			}
 			return fmt.Errorf("preload %s: %w", addr, err)
 		}
 	}
 	return ctx.Err()
 }
 
-func preloadRange(ctx context.Context, addr string, s Spec, values []byte, from, to, seed uint64) error {
+// PreloadKey names what Preload writes for s: specs with the same key write
+// the same keys, of the same types and value sizes, so a server preloaded for
+// one is for the other.
+func PreloadKey(s Spec) string {
+	ttl := 0
+	if s.Workload == Session {
+		ttl = s.TTL
+	}
+	fields := 0
+	if s.Workload == HGetAll {
+		fields = s.HashFields
+	}
+	return fmt.Sprintf("%s%sN<%d values %d-%d B ttl %d fields %d", s.Prefix, s.tag(), s.Keys, s.ValueMin, s.ValueMax, ttl, fields)
+}
+
+func touchRange(ctx context.Context, addr string, s Spec, values []byte, from, to, seed uint64, read bool) error {
 	conn, err := (&net.Dialer{Timeout: dialTimeout}).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return err
@@ -72,13 +99,24 @@ func preloadRange(ctx context.Context, addr string, s Spec, values []byte, from,
 		batch := 0
 		for ; batch < preloadBatch && i < to; batch, i = batch+1, i+1 {
 			key = s.appendKey(key[:0], i)
-			switch s.Workload {
-			case Incr:
+			switch {
+			case read:
+				b = appendArrayHeader(b, 2)
+				switch s.Workload {
+				case HGetAll:
+					b = appendBulkString(b, "HGETALL")
+				case MGet:
+					b = appendBulkString(b, "MGET")
+				default:
+					b = appendBulkString(b, "GET")
+				}
+				b = appendBulk(b, key)
+			case s.Workload == Incr:
 				b = appendArrayHeader(b, 3)
 				b = appendBulkString(b, "SET")
 				b = appendBulk(b, key)
 				b = appendBulkString(b, "0")
-			case HGetAll:
+			case s.Workload == HGetAll:
 				b = appendArrayHeader(b, 2+2*s.HashFields)
 				b = appendBulkString(b, "HSET")
 				b = appendBulk(b, key)

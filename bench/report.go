@@ -312,7 +312,7 @@ func scenarioGroups(r report) []scenarioGroup {
 			g := scenarioGroup{latency: sr.Latency, title: "Relative to direct Redis, on loopback", file: "summary.svg"}
 			if sr.Latency != "" {
 				g.title = fmt.Sprintf("Relative to direct Redis, %s away", sr.Latency)
-				g.file = "remote-" + strings.ReplaceAll(sr.Latency, "µ", "u") + ".svg"
+				g.file = "remote-" + fileLabel(sr.Latency) + ".svg"
 			}
 			i = len(gs)
 			idx[sr.Latency] = i
@@ -434,9 +434,10 @@ func summaryFigure(r report, title string, scenarios []scenarioResult) (f plot.F
 			if base == nil {
 				continue
 			}
-			cat := sr.Name
+			// The figure's title says how far Redis is.
+			cat := strings.TrimPrefix(sr.Name, "remote-"+fileLabel(sr.Latency)+"-")
 			if len(sr.Points) > 1 {
-				cat = fmt.Sprintf("%s@%d", sr.Name, p.Conns)
+				cat = fmt.Sprintf("%s@%d", cat, p.Conns)
 			}
 			cats = append(cats, cat)
 			for _, t := range p.Targets {
@@ -481,6 +482,9 @@ func summaryFigure(r report, title string, scenarios []scenarioResult) (f plot.F
 		pad(s, len(cats))
 		for i := range f.Charts {
 			f.Charts[i].Series = append(f.Charts[i].Series, s[i])
+			// Hits over a remote link run tens of times direct's rate: on a
+			// linear scale every other bar would be a sliver.
+			f.Charts[i].LogY = f.Charts[i].LogY || slices.ContainsFunc(s[i].Values, func(v float64) bool { return v > 4 || v < 0.25 })
 		}
 	}
 	return f, true

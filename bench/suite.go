@@ -89,7 +89,10 @@ func remoteName(latency time.Duration, base string) string {
 }
 
 // latencyLabel spells a latency for a file name: 100us, 2ms.
-func latencyLabel(d time.Duration) string { return strings.ReplaceAll(d.String(), "µ", "u") }
+func latencyLabel(d time.Duration) string { return fileLabel(d.String()) }
+
+// fileLabel spells a duration's String for a file name.
+func fileLabel(d string) string { return strings.ReplaceAll(d, "µ", "u") }
 
 // remoteSuite is the scenarios with Redis latency away (one way), every
 // target crossing the same relay to it.

@@ -30,11 +30,12 @@ type relay struct {
 
 	ep, ln, timer, wake int // epoll, listening socket, timerfd, eventfd that ends run
 
-	epoch time.Time      // now() counts from here, on the monotonic clock
-	sides map[int]*side  // open sockets by descriptor
-	line  []delivery     // chunks waiting for their time; due times ascend
-	next  int            // line[next] is the first still waiting
-	armed time.Duration  // the due time the timer is set for
+	epoch time.Time     // now() counts from here, on the monotonic clock
+	sides map[int]*side // open sockets by descriptor
+	line  []delivery    // chunks waiting for their time; due times ascend
+	next  int           // line[next] is the first still waiting
+	armed time.Duration
+	ids   int32          // the last side's id  // the due time the timer is set for
 	buf   [64 << 10]byte // what one read takes in
 }
 
@@ -42,6 +43,7 @@ type relay struct {
 // to the target.
 type side struct {
 	fd         int
+	id         int32 // tells it from an earlier socket of the same descriptor
 	peer       *side
 	connecting bool   // the target's socket, until its connect completes
 	reading    bool   // until its end of stream
@@ -156,7 +158,9 @@ func (r *relay) run(ctx context.Context) error {
 				_, _ = unix.Read(r.timer, ticks[:])
 				r.armed = 0
 			default:
-				if s := r.sides[fd]; s != nil {
+				// An event of a socket closed earlier in this batch may
+				// name a descriptor accepted since: the id tells.
+				if s := r.sides[fd]; s != nil && s.id == ev.Pad {
 					r.handle(s, ev.Events)
 				}
 			}
@@ -191,12 +195,13 @@ func (r *relay) accept() {
 			unix.Close(tfd)
 			continue
 		}
-		c := &side{fd: cfd, reading: true}
-		t := &side{fd: tfd, reading: true, connecting: err != nil}
+		r.ids += 2
+		c := &side{fd: cfd, id: r.ids - 1, reading: true}
+		t := &side{fd: tfd, id: r.ids, reading: true, connecting: err != nil}
 		c.peer, t.peer = t, c
 		r.sides[cfd], r.sides[tfd] = c, t
 		for _, s := range []*side{c, t} {
-			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(s.fd)}
+			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(s.fd), Pad: s.id}
 			if err := unix.EpollCtl(r.ep, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
 				r.closePair(c)
 				break

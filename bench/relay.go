@@ -14,7 +14,7 @@ import (
 // machines it joins: its work then does not queue behind the load generator's.
 const relayName = "relay"
 
-// maxLatency bounds --latency: a relay holds what it relays for that long.
+// maxRelayLatency bounds --latency: a relay holds what it relays that long.
 const maxRelayLatency = time.Second
 
 // relayCmd relays --listen to --target until ctx ends, adding --latency in each

@@ -75,7 +75,7 @@ func PreloadKey(s Spec) string {
 	if s.Workload == HGetAll {
 		fields = s.HashFields
 	}
-	return fmt.Sprintf("%s%sN<%d values %d-%d B ttl %d fields %d", s.Prefix, s.tag(), s.Keys, s.ValueMin, s.ValueMax, ttl, fields)
+	return fmt.Sprintf("%q for N < %d, values %d-%d B, ttl %d, fields %d", s.Prefix+s.tag()+"N", s.Keys, s.ValueMin, s.ValueMax, ttl, fields)
 }
 
 func touchRange(ctx context.Context, addr string, s Spec, values []byte, from, to, seed uint64, read bool) error {

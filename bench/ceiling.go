@@ -15,13 +15,13 @@ import (
 )
 
 // ceilingName is the target the suite adds to the L1-hit scenarios: the
-// smallest server on redcon, the proxy's RESP library, answering GET from a
-// map. No proxy built on it answers a hit faster on the same machine, so it
+// smallest server on redcon, the RESP library the proxy's replies are built
+// with, answering GET, HGET and MGET from a map. No proxy built on it answers a hit faster on the same machine, so it
 // shows how much of a gap to direct Redis is the proxy's own work and how much
 // is the cost of a Go server here.
 const ceilingName = "go-ceiling"
 
-// ceilingCmd serves GET, SET (its options ignored) and PING from memory on
+// ceilingCmd serves GET, MGET, SET (its options ignored), HGET, HSET and PING from memory on
 // --listen until ctx ends.
 func ceilingCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench ceiling", flag.ContinueOnError)
@@ -57,7 +57,8 @@ type ceilingStore struct {
 	seed   maphash.Seed
 	shards [ceilingShards]struct {
 		mu sync.RWMutex
-		m  map[string][]byte // key to its whole bulk reply
+		m  map[string][]byte            // key to its whole bulk reply
+		h  map[string]map[string][]byte // hash key to field to its whole bulk reply
 	}
 }
 
@@ -65,6 +66,7 @@ func newCeilingStore() *ceilingStore {
 	s := &ceilingStore{seed: maphash.MakeSeed()}
 	for i := range s.shards {
 		s.shards[i].m = make(map[string][]byte)
+		s.shards[i].h = make(map[string]map[string][]byte)
 	}
 	return s
 }
@@ -80,7 +82,10 @@ func (s *ceilingStore) handle(conn redcon.Conn, cmd redcon.Command) {
 // allocation per command would understate what a Go server reaches.
 var (
 	nameGet  = []byte("get")
+	nameMGet = []byte("mget")
 	nameSet  = []byte("set")
+	nameHGet = []byte("hget")
+	nameHSet = []byte("hset")
 	namePing = []byte("ping")
 )
 
@@ -88,15 +93,35 @@ func (s *ceilingStore) command(conn redcon.Conn, cmd redcon.Command) {
 	name := cmd.Args[0]
 	switch {
 	case bytes.EqualFold(name, nameGet) && len(cmd.Args) == 2:
+		s.get(conn, cmd.Args[1])
+	case bytes.EqualFold(name, nameMGet) && len(cmd.Args) >= 2:
+		conn.WriteArray(len(cmd.Args) - 1)
+		for _, k := range cmd.Args[1:] {
+			s.get(conn, k)
+		}
+	case bytes.EqualFold(name, nameHGet) && len(cmd.Args) == 3:
 		sh := &s.shards[maphash.Bytes(s.seed, cmd.Args[1])%ceilingShards]
 		sh.mu.RLock()
-		reply, ok := sh.m[string(cmd.Args[1])]
+		reply, ok := sh.h[string(cmd.Args[1])][string(cmd.Args[2])]
 		sh.mu.RUnlock()
 		if !ok {
 			conn.WriteNull()
 			return
 		}
 		conn.WriteRaw(reply)
+	case bytes.EqualFold(name, nameHSet) && len(cmd.Args) >= 4 && len(cmd.Args)%2 == 0:
+		sh := &s.shards[maphash.Bytes(s.seed, cmd.Args[1])%ceilingShards]
+		sh.mu.Lock()
+		fields := sh.h[string(cmd.Args[1])]
+		if fields == nil {
+			fields = make(map[string][]byte)
+			sh.h[string(cmd.Args[1])] = fields
+		}
+		for i := 2; i < len(cmd.Args); i += 2 {
+			fields[string(cmd.Args[i])] = redcon.AppendBulk(nil, cmd.Args[i+1])
+		}
+		sh.mu.Unlock()
+		conn.WriteInt(len(cmd.Args)/2 - 1)
 	case bytes.EqualFold(name, nameSet) && len(cmd.Args) >= 3:
 		sh := &s.shards[maphash.Bytes(s.seed, cmd.Args[1])%ceilingShards]
 		reply := redcon.AppendBulk(nil, cmd.Args[2])
@@ -107,6 +132,18 @@ func (s *ceilingStore) command(conn redcon.Conn, cmd redcon.Command) {
 	case bytes.EqualFold(name, namePing):
 		conn.WriteString("PONG")
 	default:
-		conn.WriteError("ERR the ceiling server knows only GET, SET and PING")
+		conn.WriteError("ERR the ceiling server knows only GET, MGET, SET, HGET, HSET and PING")
 	}
+}
+
+func (s *ceilingStore) get(conn redcon.Conn, key []byte) {
+	sh := &s.shards[maphash.Bytes(s.seed, key)%ceilingShards]
+	sh.mu.RLock()
+	reply, ok := sh.m[string(key)]
+	sh.mu.RUnlock()
+	if !ok {
+		conn.WriteNull()
+		return
+	}
+	conn.WriteRaw(reply)
 }

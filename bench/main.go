@@ -123,7 +123,7 @@ func (w *workloadFlags) spec() (loadgen.Spec, []int, error) {
 	if s.Workload != loadgen.MGet {
 		s.MGetKeys = 0
 	}
-	if s.Workload != loadgen.HGetAll {
+	if s.Workload != loadgen.HGetAll && s.Workload != loadgen.HGet {
 		s.HashFields = 0
 	}
 	if s.Workload != loadgen.Session {

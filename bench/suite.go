@@ -56,7 +56,10 @@ func loopbackSuite() []scenario {
 			s.Workload, s.Pipeline = loadgen.Set, 16
 		}), []int{50}, false),
 		sc("get-miss-1conn", "one client, unpipelined, every GET an L1 miss (each key is read once)", missSpec, []int{1}, false),
-		sc("mget-10", "MGET of 10 cached keys", with(hit, func(s *loadgen.Spec) { s.Workload, s.MGetKeys = loadgen.MGet, 10 }), []int{50}, false),
+		sc("mget-10", "MGET of 10 cached keys", with(hit, func(s *loadgen.Spec) { s.Workload, s.MGetKeys = loadgen.MGet, 10 }), []int{50}, true),
+		sc("mget-10-p16", "MGET of 10 cached keys, pipeline 16", with(hit, func(s *loadgen.Spec) { s.Workload, s.MGetKeys, s.Pipeline = loadgen.MGet, 10, 16 }), []int{50}, true),
+		sc("hget-hit", "L1-hit HGET, unpipelined", with(hit, func(s *loadgen.Spec) { s.Workload, s.HashFields = loadgen.HGet, 1 }), []int{50}, true),
+		sc("hget-hit-p16", "L1-hit HGET, pipeline 16", with(hit, func(s *loadgen.Spec) { s.Workload, s.HashFields, s.Pipeline = loadgen.HGet, 1, 16 }), []int{50}, true),
 		sc("sessions", "session store: GET, or SET EX of 1-4 KiB values, 80/20", sessionSpec, []int{50}, false),
 		sc("mixed-90-10", "cached GET and SET, 90/10", with(hit, func(s *loadgen.Spec) { s.Workload, s.ReadRatio = loadgen.Mixed, 0.9 }), []int{50}, false),
 		sc("get-hit", "L1-hit GET, unpipelined, as connections grow (1 connection: one client's hit latency)", hit, []int{1, 10, 50, 200}, true),

@@ -55,6 +55,13 @@ func TestMemoryBudget(t *testing.T) {
 	if s.Bytes > budget {
 		t.Errorf("Stats.Bytes = %d, over the budget of %d", s.Bytes, budget)
 	}
+	indexed := 0
+	for i := range c.index {
+		indexed += len(c.index[i].m)
+	}
+	if int64(indexed) != s.Entries {
+		t.Errorf("the index holds %d entries, ristretto %d: evictions and rejections must leave both", indexed, s.Entries)
+	}
 	if s.Evictions == 0 || s.Entries == 0 {
 		t.Errorf("writing ten times the budget evicted nothing or kept nothing: %+v", s)
 	}

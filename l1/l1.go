@@ -15,6 +15,14 @@
 // variant keeps its memory until its key is filled again or ristretto evicts the
 // entry.
 //
+// Hits do not go through ristretto: the entries it holds, and those queued for
+// it, are also in an index of our own, which Store fills and ristretto's exits
+// empty. Ristretto's Get, besides its own locking, counts every access for its
+// admission policy, whose sketch is large and randomly touched: a hit paid more
+// for that than for its lookup. A hit therefore counts one time in
+// hitSampling, a miss every time, so that hot keys still rank high and new
+// keys still get in.
+//
 // Memory: ristretto's cost of an entry is the bytes of its key, variants and
 // replies as allocated, plus a fixed estimate of our and ristretto's per-entry
 // structures; its MaxCost is Config.MaxBytes less its admission counters and a
@@ -78,6 +86,9 @@ type Cache struct {
 	// ristretto panics on a Set, Del, Wait or (now and then) Get racing its Close.
 	closed atomic.Bool
 	guards [numGuards]guard
+	// index holds every entry Store handed to ristretto and ristretto has not
+	// let go of (gone): what Get looks up.
+	index [numShards]indexShard
 	// life serialises ristretto's Clear with its Close.
 	life sync.Mutex
 
@@ -154,6 +165,9 @@ const (
 	dbSlots = 64
 	// numShards splits the fill guard's lock and flight lists by key hash.
 	numShards = 256
+	// hitSampling: one hit in this many is counted by ristretto's admission
+	// policy; a power of two.
+	hitSampling = 8
 	// numGuards spreads Get's read lock (see Cache.closed) so that even a single
 	// hot key does not make all readers share one cache line.
 	numGuards = 64
@@ -178,6 +192,9 @@ const (
 	// key and cost in the policy's map, at the load factor of a Go map that has
 	// grown by doubling (about two thirds full).
 	ristrettoItemBytes = 120
+	// indexItemBytes is an entry's slot in our index: a uint64 key and a
+	// pointer in a Go map, at the same load factor.
+	indexItemBytes = 24
 )
 
 var (
@@ -231,6 +248,33 @@ type settler struct {
 	e weak.Pointer[entry]
 }
 
+type indexShard struct {
+	mu sync.RWMutex
+	m  map[uint64]*entry
+	_  [64 - unsafe.Sizeof(sync.RWMutex{}) - 8]byte
+}
+
+// put indexes e, unless ristretto let go of it meanwhile.
+func (c *Cache) put(e *entry) {
+	x := &c.index[e.h>>56]
+	x.mu.Lock()
+	x.m[e.h] = e
+	x.mu.Unlock()
+	if e.state.Load() == 2 {
+		c.unindex(e) // gone ran before e was indexed
+	}
+}
+
+// unindex drops e from the index, if it is what the index holds for its hash.
+func (c *Cache) unindex(e *entry) {
+	x := &c.index[e.h>>56]
+	x.mu.Lock()
+	if x.m[e.h] == e {
+		delete(x.m, e.h)
+	}
+	x.mu.Unlock()
+}
+
 type guard struct {
 	sync.RWMutex
 	_ [64 - unsafe.Sizeof(sync.RWMutex{})]byte
@@ -259,6 +303,7 @@ func New(cfg Config) (*Cache, error) {
 	}
 	for i := range c.shards {
 		c.shards[i].flights = make(map[uint64]*Fill)
+		c.index[i].m = make(map[uint64]*entry)
 	}
 	rc, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
 		NumCounters:        numCounters,
@@ -300,31 +345,45 @@ func (c *Cache) Close() {
 		c.guards[i].Unlock()
 	}
 	c.rc.Close()
+	for i := range c.index {
+		x := &c.index[i]
+		x.mu.Lock()
+		clear(x.m)
+		x.mu.Unlock()
+	}
 }
 
 // Get returns the stored reply of (db, key, variant). The reply is shared with
 // every other reader: it must not be modified.
 func (c *Cache) Get(db int, key, variant []byte) ([]byte, bool) {
-	return c.get(db, key, variant, 0)
+	return c.get(db, key, variant, 0, 0)
 }
 
-func (c *Cache) get(db int, key, variant []byte, tag uint64) ([]byte, bool) {
+// Now is the cache's clock, in the unit GetAt takes.
+func (c *Cache) Now() int64 { return c.now() }
+
+// get finds (db, key, variant) among the entries stored through tag, as of
+// now, the cache's clock; 0 reads the clock.
+func (c *Cache) get(db int, key, variant []byte, tag uint64, now int64) ([]byte, bool) {
 	h := c.hash(db, key)
-	g := &c.guards[rand.Uint32()%numGuards]
-	g.RLock()
-	if c.closed.Load() {
-		g.RUnlock()
+	x := &c.index[h>>56]
+	x.mu.RLock()
+	e := x.m[h]
+	x.mu.RUnlock()
+	if e == nil || !c.visible(e, db, key, tag) {
+		c.count(h)
 		return nil, false
 	}
-	e, ok := c.rc.Get(h)
-	g.RUnlock()
-	if !ok || !c.visible(e, db, key, tag) {
-		return nil, false
+	if rand.Uint32()%hitSampling == 0 {
+		c.count(h)
 	}
 	for i := range e.vars {
 		v := &e.vars[i]
 		if bytes.Equal(e.buf[v.off:v.off+v.nameLen], variant) {
-			if c.now() >= v.expires {
+			if now == 0 {
+				now = c.now()
+			}
+			if now >= v.expires {
 				return nil, false
 			}
 			start := v.off + v.nameLen
@@ -335,11 +394,21 @@ func (c *Cache) get(db int, key, variant []byte, tag uint64) ([]byte, bool) {
 	return nil, false
 }
 
+// count tells ristretto's admission policy of an access to h.
+func (c *Cache) count(h uint64) {
+	g := &c.guards[rand.Uint32()%numGuards]
+	g.RLock()
+	if !c.closed.Load() {
+		c.rc.Get(h)
+	}
+	g.RUnlock()
+}
+
 // visible reports whether e may answer a read of (db, key). Suspend needs no test
 // of its own: it bumps the global epoch, and Store keeps nothing while
 // suspended.
 func (c *Cache) visible(e *entry, db int, key []byte, tag uint64) bool {
-	return !e.dead.Load() &&
+	return !c.closed.Load() && !e.dead.Load() &&
 		e.tag == tag &&
 		e.global == c.global.Load() &&
 		e.db == db &&
@@ -526,6 +595,7 @@ func (c *Cache) store(s *shard, f *Fill) bool {
 		return false
 	}
 	c.st.stored.Add(1)
+	c.put(e)
 	if got, _ := c.rc.Get(f.h); got != e {
 		// Ristretto queued e as a new item, to be added on its own goroutine.
 		// Its Del deletes at once and queues a second delete behind pending
@@ -636,6 +706,10 @@ func (c *Cache) Invalidate(db int, key []byte) {
 		c.rc.Del(h)
 	}
 	g.RUnlock()
+	x := &c.index[h>>56]
+	x.mu.Lock()
+	delete(x.m, h) // a colliding key's entry too: a miss, never stale
+	x.mu.Unlock()
 	for p := s.flights[h]; p != nil; p = p.next {
 		if p.db == db && bytes.Equal(p.key(), key) {
 			p.spoiled = true
@@ -751,6 +825,7 @@ func (c *Cache) gone(e *entry) {
 		c.st.entries.Add(-1)
 		c.st.bytes.Add(-e.cost)
 	}
+	c.unindex(e)
 }
 
 // hash maps (db, key) to ristretto's key and to a shard.
@@ -818,7 +893,7 @@ func newEntry(f *Fill, cur *entry, reply []byte, expires, now int64) *entry {
 		buf = append(buf, cur.buf[v.off:v.off+v.nameLen+v.replyLen]...)
 	}
 	e.buf = buf
-	e.cost = int64(entryBytes + ristrettoItemBytes + cap(buf))
+	e.cost = int64(entryBytes + ristrettoItemBytes + indexItemBytes + cap(buf))
 	if len(keep) > 0 {
 		e.cost += int64(classSize(cap(e.vars) * spanBytes))
 	}

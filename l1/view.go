@@ -27,7 +27,14 @@ func (v View) Cache() *Cache { return v.c }
 
 // Get is Cache.Get restricted to the entries stored through v's tag.
 func (v View) Get(db int, key, variant []byte) ([]byte, bool) {
-	return v.c.get(db, key, variant, v.tag)
+	return v.c.get(db, key, variant, v.tag, 0)
+}
+
+// GetAt is Get as of now, a reading of the Cache's Now: for a caller that
+// looks up many keys at once (an MGET), and would otherwise read the clock
+// once for each.
+func (v View) GetAt(db int, key, variant []byte, now int64) ([]byte, bool) {
+	return v.c.get(db, key, variant, v.tag, now)
 }
 
 // Begin is Cache.Begin for v: the fill stores under v's tag and limit, and

@@ -34,8 +34,8 @@ func command(args ...string) redcon.Command {
 // BenchmarkHitPath measures the proxy's own work for an L1 hit: routing, policy
 // lookup, L1 get and the reply write, for GET, HGET and an MGET of 10 keys, in
 // each protocol, for a user who may do everything and for one limited to
-// read-only access under two key patterns. redcon's parsing is not included;
-// it allocates per command on its own.
+// read-only access under two key patterns. Parsing is not included: see
+// resp.CommandReader's own test.
 func BenchmarkHitPath(b *testing.B) {
 	e := startEnv(b, envOptions{})
 	e.waitSubscribed()

@@ -241,7 +241,7 @@ func (c *client) read(rt *routeInfo, cmd redcon.Command) {
 		return
 	}
 	variant := c.variant(args, rt)
-	if reply, ok := c.lookup(ps, p, key, variant); ok {
+	if reply, ok := c.lookup(ps, p, key, variant, 0); ok {
 		c.emitCached(reply)
 		return
 	}

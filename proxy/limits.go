@@ -104,8 +104,13 @@ type limiter struct {
 }
 
 // account records that cc now holds n bytes of output, and disconnects the
-// clients holding most while all of them hold more than MaxMemory.
+// clients holding most while all of them hold more than MaxMemory. Without
+// MaxMemory nothing reads the account: every client would otherwise add to
+// one shared counter twice per batch, a cache line all cores fight over.
 func (l *limiter) account(cc *clientConn, n int64) {
+	if l.MaxMemory == 0 {
+		return
+	}
 	d := n - cc.out.Swap(n)
 	if d == 0 {
 		return

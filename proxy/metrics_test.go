@@ -105,35 +105,50 @@ func TestMetricsAfterTraffic(t *testing.T) {
 }
 
 // TestHitPathDoesNotAllocate: counting and the (disabled) debug trace add no
-// allocation to an L1 hit.
+// allocation to an L1 hit of GET, HGET or MGET, in either protocol.
 func TestHitPathDoesNotAllocate(t *testing.T) {
 	e := startEnv(t, envOptions{})
 	e.waitSubscribed()
-	c := e.client(0)
 	e.direct.Set(bg, "user:1", "v", 0)
-	cmd := command("GET", "user:1")
+	e.direct.Set(bg, "user:2", "w", 0)
+	e.direct.HSet(bg, "user:h", "f", "v")
+	for _, proto := range []int{2, 3} {
+		c := redis.NewClient(&redis.Options{Addr: e.addr, Protocol: proto})
+		t.Cleanup(func() { c.Close() })
+		for _, args := range [][]string{{"GET", "user:1"}, {"HGET", "user:h", "f"}, {"MGET", "user:1", "user:2"}} {
+			hitDoesNotAllocate(t, e, c, proto, args)
+		}
+	}
+}
+
+func hitDoesNotAllocate(t *testing.T, e *env, c *redis.Client, proto int, args []string) {
+	cmd := command(args...)
+	argsAny := make([]any, len(args))
+	for i, a := range args {
+		argsAny[i] = a
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		c.Get(bg, "user:1")
+		c.Do(bg, argsAny...)
 		e.cache.Wait()
-		cl := &client{s: e.srv, conn: &sinkConn{}}
+		cl := &client{s: e.srv, conn: &sinkConn{}, proto: proto}
 		cl.authed, cl.perm = true, acl.Unrestricted
 		cl.cmds = append(cl.cmds[:0], cmd)
-		hits := e.counter("cacheproxy_l1_hits_total", nil)
+		misses := e.counter("cacheproxy_l1_misses_total", nil)
 		cl.run()
 		cl.storeFills() // after a miss: the sink has no socket to write to
-		if e.counter("cacheproxy_l1_hits_total", nil) == hits+1 {
+		if e.counter("cacheproxy_l1_misses_total", nil) == misses {
 			allocs := testing.AllocsPerRun(200, func() {
 				cl.cmds = append(cl.cmds[:0], cmd)
 				cl.run()
 			})
 			if allocs != 0 {
-				t.Fatalf("an L1 hit allocates %v times", allocs)
+				t.Fatalf("RESP%d %s: an L1 hit allocates %v times", proto, args[0], allocs)
 			}
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("user:1 never became an L1 hit")
+			t.Fatalf("RESP%d %s never became an L1 hit", proto, args[0])
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/tidwall/redcon"
 
+	"github.com/cacheproxy/cacheproxy/l1"
 	"github.com/cacheproxy/cacheproxy/resp"
 )
 
@@ -29,6 +30,10 @@ func (c *client) mget(cmd redcon.Command) {
 	}
 	start := len(c.elems)
 	misses := 0
+	// The clock is read once per pool, not once per key: the keys of one
+	// MGET are all read at the same moment.
+	var clock *l1.Cache
+	var now int64
 	for _, key := range keys {
 		p := ps.set.Lookup(key)
 		e := elem{pol: p}
@@ -36,7 +41,10 @@ func (c *client) mget(cmd redcon.Command) {
 		case !p.Cache:
 			e.lead = true // fetched, never stored
 		default:
-			if reply, ok := c.lookup(ps, p, key, variant); ok {
+			if cache := ps.rules[p.Index].view.Cache(); cache != clock {
+				clock, now = cache, cache.Now()
+			}
+			if reply, ok := c.lookup(ps, p, key, variant, now); ok {
 				e.data = reply
 				break
 			}

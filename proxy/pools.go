@@ -260,11 +260,11 @@ func (s *Server) FlushPrefix(prefix []byte) []string {
 	return flushed
 }
 
-// lookup answers a cacheable read of key under policy p from p's pool,
-// counting the hit or miss.
-func (c *client) lookup(ps *policyState, p *policy.Policy, key, variant []byte) ([]byte, bool) {
+// lookup answers a cacheable read of key under policy p from p's pool, as of
+// now on that pool's clock (0: read it), counting the hit or miss.
+func (c *client) lookup(ps *policyState, p *policy.Policy, key, variant []byte, now int64) ([]byte, bool) {
 	r := &ps.rules[p.Index]
-	reply, ok := r.view.Get(c.db, key, variant)
+	reply, ok := r.view.GetAt(c.db, key, variant, now)
 	if ok {
 		r.hits.add(c.id)
 	} else {

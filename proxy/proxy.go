@@ -103,7 +103,7 @@ type Server struct {
 	cancel context.CancelFunc
 
 	mu   sync.Mutex // guards srvs, lns
-	srvs []*redcon.Server
+	srvs []*listener
 	lns  []net.Listener // what Serve accepts on, one per call; Shutdown closes them
 
 	// afterUpstream, when set before Serve, runs after a batch's replies arrive
@@ -182,10 +182,7 @@ func New(o Options) (*Server, error) {
 // run on several listeners at once (a plain port and a TLS one, made with
 // tls.NewListener), each in its own call.
 func (s *Server) Serve(ln net.Listener) error {
-	srv := redcon.NewServerNetwork(ln.Addr().Network(), ln.Addr().String(), s.handle, s.accept, s.closed)
-	if s.lim.Timeout > 0 {
-		srv.SetIdleClose(s.lim.Timeout) // redcon's read deadline while it waits for a command
-	}
+	srv := newListener(s, &guardedListener{Listener: ln, limits: s.limits, authRequired: s.auth.required, s: s})
 	s.mu.Lock()
 	if s.ctx.Err() != nil {
 		s.mu.Unlock()
@@ -194,7 +191,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.srvs, s.lns = append(s.srvs, srv), append(s.lns, ln)
 	s.mu.Unlock()
-	err := srv.Serve(&guardedListener{Listener: ln, limits: s.limits, authRequired: s.auth.required, s: s})
+	err := srv.serve()
 	if s.ctx.Err() != nil {
 		return nil
 	}
@@ -275,7 +272,7 @@ func (s *Server) accept(conn redcon.Conn) bool {
 	c.hint = uint64(c.id)
 	c.cc = conn.NetConn().(*clientConn)
 	c.cc.wrote = c.storeFills
-	c.wr = redcon.BaseWriter(conn)
+	c.wr = conn.(*loopConn).wr
 	c.addr = conn.RemoteAddr()
 	c.created = time.Now()
 	c.multi.Store(-1)
@@ -319,14 +316,13 @@ func (s *Server) forget(c *client) {
 	s.metrics.clients.Dec()
 }
 
-func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
+// handle runs a batch: the commands one read brought, so that they travel
+// upstream as one batch and the replies go back in one write.
+func (s *Server) handle(conn redcon.Conn, cmds []redcon.Command) {
 	c := conn.Context().(*client)
-	// Take the rest of what the client pipelined, so that it travels upstream
-	// as one batch and the replies go back in one write.
 	c.cc.busy.Store(true) // invalidations wait for this batch's replies
 	c.built = 0
-	c.cmds = append(c.cmds[:0], cmd)
-	c.cmds = append(c.cmds, conn.ReadPipeline()...)
+	c.cmds = cmds
 	c.run()
 	clear(c.cmds)
 	c.publishCounts()

@@ -1,13 +1,15 @@
 // Package resp owns the proxy's RESP framing at both of its edges.
 //
 // On the client side, Guard wraps each accepted connection and checks every
-// request header before the bytes reach redcon, whose parser trusts lengths
-// blindly (one 28-byte frame overflows an index and panics in its goroutine,
-// which kills the process). The guard applies Redis 7.0's own limits and answers
-// with Redis's own words, so a client cannot tell the difference; it also
-// rewrites the few inputs Redis accepts and redcon would refuse or mishandle
-// (empty multibulks, inline commands, sloppy terminators), so what reaches
-// redcon is always plain, bounded RESP.
+// request header before a parser sees the bytes: redcon's parser trusts
+// lengths blindly (one 28-byte frame overflows an index and panics in its
+// goroutine, which kills the process), and CommandReader, the proxy's, trusts
+// the guard. The guard applies Redis 7.0's own limits and answers with Redis's
+// own words, so a client cannot tell the difference; it also rewrites the few
+// inputs Redis accepts and a simple parser would refuse or mishandle (empty
+// multibulks, inline commands, sloppy terminators), so what reaches the parser
+// is always plain, bounded RESP. CommandReader parses it in place, without
+// copying a command or allocating its arguments.
 //
 // Commands look the same in RESP2 and RESP3, so the guard serves clients of
 // both; replies do not. On the upstream side, ReplyScanner finds where a reply

@@ -52,6 +52,9 @@ func FuzzGuard(f *testing.F) {
 		if !slices.Equal(got, want) {
 			t.Fatalf("input %q cut at %v:\n got  %q\n want %q", in, cuts, got, want)
 		}
+		if got := driveReader(split(in, cuts...), fuzzLimits, requireAuth); !slices.Equal(got, want) {
+			t.Fatalf("input %q cut at %v, through CommandReader:\n got  %q\n want %q", in, cuts, got, want)
+		}
 		// Rewrites grow the input at most 5.5 times (the inline "x\n" becomes
 		// "*1\r\n$1\r\nx\r\n"); the hold buffer holds at most the input and
 		// one read, doubled by growth.

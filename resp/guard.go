@@ -40,7 +40,8 @@ const (
 // always has. It is asked only when a command exceeds a pre-auth limit (more
 // than 10 arguments or one over 16 KiB), and a "no" is final only once every
 // command before that one has been handled, so an AUTH pipelined ahead of a big
-// command counts, as in Redis. It runs on the reading goroutine.
+// command counts, as in Redis; a "yes" lets the command through at once. It
+// runs on the reading goroutine.
 //
 // Read must not be called concurrently with itself. Guard panics if lim fails
 // Validate.
@@ -155,16 +156,20 @@ func (g *guard) scan() {
 		case evRefuse:
 			g.refuseFrom(start, g.m.reason, !g.m.silent)
 		case evUnauth:
+			// A client that has authenticated (or never needs to) goes on
+			// at once: pausing here would end the batch at every command
+			// of more than 10 arguments, and answer a pipeline of MGETs
+			// one write per command.
+			if g.isAuthenticated() {
+				g.m.authOK = true
+				continue
+			}
 			if start > g.r {
 				g.ready, g.pause = start, true
 				return
 			}
-			if !g.isAuthenticated() {
-				g.refuseFrom(start, g.m.reason, true)
-				return
-			}
-			g.m.authOK = true
-			continue
+			g.refuseFrom(start, g.m.reason, true)
+			return
 		}
 		return
 	}

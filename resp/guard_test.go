@@ -161,8 +161,30 @@ func TestGuard(t *testing.T) {
 				if got := drive(split(in, cuts...), tc.lim, tc.auth); !slices.Equal(got, tc.want) {
 					t.Fatalf("cut at %v:\n got  %.300q\n want %.300q", cuts, got, tc.want)
 				}
+				if got := driveReader(split(in, cuts...), tc.lim, tc.auth); !slices.Equal(got, tc.want) {
+					t.Fatalf("through CommandReader, cut at %v:\n got  %.300q\n want %.300q", cuts, got, tc.want)
+				}
 			}
 		})
+	}
+}
+
+// TestGuardPassesBigPipelines checks that an authenticated client's pipeline
+// of commands over the pre-auth limits is passed on whole, as one batch, not
+// a command per read.
+func TestGuardPassesBigPipelines(t *testing.T) {
+	t.Parallel()
+	keys := []string{"MGET"}
+	for i := range 10 {
+		keys = append(keys, fmt.Sprintf("key:%d", i))
+	}
+	in := strings.Repeat(mbulk(keys...), 16)
+	for _, authed := range []func() bool{nil, func() bool { return true }} {
+		g := Guard(&chunkConn{chunks: split([]byte(in)), log: new([]string)}, Limits{}, authed)
+		p := make([]byte, 64<<10)
+		if n, err := g.Read(p); n != len(in) || err != nil {
+			t.Errorf("Read = %d, %v; want the whole pipeline of %d bytes", n, err, len(in))
+		}
 	}
 }
 

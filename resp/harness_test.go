@@ -102,6 +102,39 @@ func driveStats(chunks [][]byte, lim Limits, requireAuth bool) ([]string, guardS
 	}
 }
 
+// driveReader is drive with CommandReader, the proxy's reader, in place of
+// redcon's: the transcripts must be the same.
+func driveReader(chunks [][]byte, lim Limits, requireAuth bool) []string {
+	var log []string
+	authed := !requireAuth
+	g := Guard(&chunkConn{chunks: chunks, log: &log}, lim, func() bool { return authed })
+	rd := NewCommandReader(g)
+	for {
+		cmds, err := rd.Read()
+		if err != nil {
+			switch {
+			case errors.Is(err, ErrRefused):
+				return append(log, "end refused")
+			case err == io.EOF:
+				return append(log, "end eof")
+			}
+			return append(log, "end error "+err.Error())
+		}
+		for _, cmd := range cmds {
+			if !bytes.HasPrefix(cmd.Raw, []byte("*")) || len(cmd.Raw) == 0 || cmd.Raw[len(cmd.Raw)-1] != '\n' {
+				return append(log, fmt.Sprintf("end bad raw %q", cmd.Raw))
+			}
+			if c, err := redcon.Parse(cmd.Raw); err != nil || fmt.Sprint(c.Args) != fmt.Sprint(cmd.Args) {
+				return append(log, fmt.Sprintf("end raw %q does not parse into %q", cmd.Raw, cmd.Args))
+			}
+			log = append(log, fmt.Sprintf("cmd %q", cmd.Args))
+			if strings.EqualFold(string(cmd.Args[0]), "auth") {
+				authed = true
+			}
+		}
+	}
+}
+
 type readFunc func([]byte) (int, error)
 
 func (f readFunc) Read(p []byte) (int, error) { return f(p) }

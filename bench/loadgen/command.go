@@ -13,6 +13,7 @@ type commander struct {
 	rng    *rand.Rand
 	values []byte // shared, read-only: a value of size n is values[:n]
 	key    []byte // scratch for one key name
+	field  []byte // scratch for one hash field name
 	ttl    []byte // the session TTL, formatted once
 }
 
@@ -33,6 +34,12 @@ func (c *commander) appendCommand(b []byte) []byte {
 		b = appendArrayHeader(b, 2)
 		b = appendBulkString(b, name)
 		return c.appendKey(b)
+	case HGet:
+		b = appendArrayHeader(b, 3)
+		b = appendBulkString(b, "HGET")
+		b = c.appendKey(b)
+		c.field = strconv.AppendInt(append(c.field[:0], 'f'), int64(c.rng.IntN(c.spec.HashFields)), 10)
+		return appendBulk(b, c.field)
 	case Set:
 		return c.appendSet(b, false)
 	case Incr:

@@ -102,6 +102,7 @@ func TestCommandsAreRESPAndDoNotAllocate(t *testing.T) {
 		{Spec{Workload: Get, Keys: 1, Prefix: "p:", Dist: Uniform}, "*2\r\n$3\r\nGET\r\n$5\r\np:s:0\r\n"},
 		{Spec{Workload: Incr, Keys: 1, Prefix: "p:", Dist: Uniform}, "*2\r\n$4\r\nINCR\r\n$5\r\np:n:0\r\n"},
 		{Spec{Workload: HGetAll, Keys: 1, Prefix: "", Dist: Uniform, HashFields: 3}, "*2\r\n$7\r\nHGETALL\r\n$3\r\nh:0\r\n"},
+		{Spec{Workload: HGet, Keys: 1, Prefix: "", Dist: Uniform, HashFields: 1}, "*3\r\n$4\r\nHGET\r\n$3\r\nh:0\r\n$2\r\nf0\r\n"},
 		{Spec{Workload: Set, Keys: 1, Prefix: "", Dist: Uniform, ValueMin: 3, ValueMax: 3}, "*3\r\n$3\r\nSET\r\n$3\r\ns:0\r\n$3\r\n" + string(values[:3]) + "\r\n"},
 		{Spec{Workload: MGet, Keys: 1, Prefix: "", Dist: Uniform, MGetKeys: 2}, "*3\r\n$4\r\nMGET\r\n$3\r\ns:0\r\n$3\r\ns:0\r\n"},
 		{Spec{Workload: Session, Keys: 1, Prefix: "", Dist: Uniform, ValueMin: 2, ValueMax: 2, TTL: 60, ReadRatio: 0}, "*5\r\n$3\r\nSET\r\n$3\r\ns:0\r\n$2\r\n" + string(values[:2]) + "\r\n$2\r\nEX\r\n$2\r\n60\r\n"},

@@ -24,7 +24,8 @@ const (
 func Preload(ctx context.Context, addr string, s Spec) error { return touchAll(ctx, addr, s, false) }
 
 // Warm reads every key the workload can touch once, with the command the
-// workload reads it with (GET, MGET of the one key, or HGETALL), pipelined, so
+// workload reads it with (GET, MGET of the one key, HGETALL, or HGET of each
+// field), pipelined, so
 // that a cache at addr holds them before a measurement of its hits. (A cache
 // may keep a key's MGET element apart from its GET reply.)
 func Warm(ctx context.Context, addr string, s Spec) error { return touchAll(ctx, addr, s, true) }
@@ -72,7 +73,7 @@ func PreloadKey(s Spec) string {
 		ttl = s.TTL
 	}
 	fields := 0
-	if s.Workload == HGetAll {
+	if s.Workload == HGetAll || s.Workload == HGet {
 		fields = s.HashFields
 	}
 	return fmt.Sprintf("%q for N < %d, values %d-%d B, ttl %d, fields %d", s.Prefix+s.tag()+"N", s.Keys, s.ValueMin, s.ValueMax, ttl, fields)
@@ -96,27 +97,41 @@ func touchRange(ctx context.Context, addr string, s Spec, values []byte, from, t
 			return err
 		}
 		b = b[:0]
-		batch := 0
-		for ; batch < preloadBatch && i < to; batch, i = batch+1, i+1 {
+		replies := 0 // commands in the batch
+		for batch := 0; batch < preloadBatch && i < to; batch, i = batch+1, i+1 {
 			key = s.appendKey(key[:0], i)
+			replies++
 			switch {
 			case read:
-				b = appendArrayHeader(b, 2)
 				switch s.Workload {
+				case HGet:
+					replies += s.HashFields - 1 // a HGET per field
+					for f := range s.HashFields {
+						field = strconv.AppendInt(append(field[:0], 'f'), int64(f), 10)
+						b = appendArrayHeader(b, 3)
+						b = appendBulkString(b, "HGET")
+						b = appendBulk(b, key)
+						b = appendBulk(b, field)
+					}
 				case HGetAll:
+					b = appendArrayHeader(b, 2)
 					b = appendBulkString(b, "HGETALL")
+					b = appendBulk(b, key)
 				case MGet:
+					b = appendArrayHeader(b, 2)
 					b = appendBulkString(b, "MGET")
+					b = appendBulk(b, key)
 				default:
+					b = appendArrayHeader(b, 2)
 					b = appendBulkString(b, "GET")
+					b = appendBulk(b, key)
 				}
-				b = appendBulk(b, key)
 			case s.Workload == Incr:
 				b = appendArrayHeader(b, 3)
 				b = appendBulkString(b, "SET")
 				b = appendBulk(b, key)
 				b = appendBulkString(b, "0")
-			case s.Workload == HGetAll:
+			case s.Workload == HGetAll || s.Workload == HGet:
 				b = appendArrayHeader(b, 2+2*s.HashFields)
 				b = appendBulkString(b, "HSET")
 				b = appendBulk(b, key)
@@ -132,7 +147,7 @@ func touchRange(ctx context.Context, addr string, s Spec, values []byte, from, t
 		if _, err := conn.Write(b); err != nil {
 			return err
 		}
-		for range batch {
+		for range replies {
 			kind, err := rd.next()
 			if err != nil {
 				return err

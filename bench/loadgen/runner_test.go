@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -160,7 +161,7 @@ func TestWarmReadsEveryKeyOnce(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	ctx := context.Background()
 	c := srv.Client(0)
-	for _, w := range []string{Get, MGet, HGetAll} {
+	for _, w := range []string{Get, MGet, HGetAll, HGet} {
 		s := Spec{Workload: w, Keys: 300, Prefix: "warm:", Dist: Zipf, ZipfS: 1.01, ValueMin: 8, ValueMax: 8,
 			MGetKeys: 10, HashFields: 2, Pipeline: 1, Conns: 1}
 		if err := Preload(ctx, srv.Addr(), s); err != nil {
@@ -176,8 +177,12 @@ func TestWarmReadsEveryKeyOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := map[string]string{Get: "get", MGet: "mget", HGetAll: "hgetall"}[w]
-		for _, want := range []string{"keyspace_hits:300\r", "keyspace_misses:0\r", "cmdstat_" + cmd + ":calls=300,"} {
+		cmd := map[string]string{Get: "get", MGet: "mget", HGetAll: "hgetall", HGet: "hget"}[w]
+		reads := 300
+		if w == HGet {
+			reads = 600 // each of the 2 fields
+		}
+		for _, want := range []string{fmt.Sprintf("keyspace_hits:%d\r", reads), "keyspace_misses:0\r", fmt.Sprintf("cmdstat_%s:calls=%d,", cmd, reads)} {
 			if !strings.Contains(info, want) {
 				t.Errorf("%s: INFO lacks %q:\n%s", w, want, info)
 			}

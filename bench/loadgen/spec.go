@@ -25,6 +25,7 @@ const (
 	Incr    = "incr"    // INCR on counters
 	MGet    = "mget"    // MGET of MGetKeys keys
 	HGetAll = "hgetall" // HGETALL of hashes of HashFields fields
+	HGet    = "hget"    // HGET of one of HashFields fields of such hashes
 	Mixed   = "mixed"   // GET or SET, ReadRatio of them GETs
 	Session = "session" // GET or SET EX TTL, ReadRatio of them GETs
 )
@@ -37,7 +38,7 @@ const (
 )
 
 // Workloads lists the workload names Spec accepts.
-var Workloads = []string{Get, Set, Incr, MGet, HGetAll, Mixed, Session}
+var Workloads = []string{Get, Set, Incr, MGet, HGetAll, HGet, Mixed, Session}
 
 // Spec describes a workload. Keys are named Prefix + a type tag + an index in
 // [0, Keys), so that strings, hashes and counters never share a key.
@@ -97,7 +98,7 @@ func (s Spec) Validate() error {
 	if s.Workload == MGet && (s.MGetKeys < 1 || s.MGetKeys > 1000) {
 		bad("mget keys %d is not in [1, 1000]", s.MGetKeys)
 	}
-	if s.Workload == HGetAll && (s.HashFields < 1 || s.HashFields > 1000) {
+	if (s.Workload == HGetAll || s.Workload == HGet) && (s.HashFields < 1 || s.HashFields > 1000) {
 		bad("hash fields %d is not in [1, 1000]", s.HashFields)
 	}
 	if s.Workload == Session && s.TTL < 1 {
@@ -124,7 +125,7 @@ func (s Spec) String() string {
 		fmt.Fprintf(&b, " %.0f/%.0f read/write", 100*s.ReadRatio, 100*(1-s.ReadRatio))
 	case MGet:
 		fmt.Fprintf(&b, " of %d keys", s.MGetKeys)
-	case HGetAll:
+	case HGetAll, HGet:
 		fmt.Fprintf(&b, " of %d fields", s.HashFields)
 	}
 	fmt.Fprintf(&b, ", %d keys %q %s", s.Keys, s.Prefix+s.tag()+"N", s.Dist)
@@ -145,7 +146,7 @@ func (s Spec) String() string {
 // tag separates the key spaces of the value types.
 func (s Spec) tag() string {
 	switch s.Workload {
-	case HGetAll:
+	case HGetAll, HGet:
 		return "h:"
 	case Incr:
 		return "n:"

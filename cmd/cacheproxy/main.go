@@ -115,6 +115,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, limit func(budget
 		// Profiles of a running proxy: the metrics address is an operator's port.
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace) // the runtime tracer, for go tool trace
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		served := make(chan error, 1)
 		go func() { served <- hs.Serve(mln) }()

@@ -18,7 +18,7 @@ test:
 	$(GO) test -race -count=1 ./...
 
 # The benchmark suite: Redis one network hop away (behind a latency relay), then
-# on loopback, the proxy beside direct Redis and twemproxy; about TBD_MINUTES
+# on loopback, the proxy beside direct Redis and twemproxy; about 24
 # minutes. Results in bench/results/.
 bench: build
 	$(GO) run ./bench suite --proxy-bin $(BIN) --out bench/results

@@ -17,6 +17,9 @@ run: build
 test:
 	$(GO) test -race -count=1 ./...
 
+# The benchmark suite: Redis one network hop away (behind a latency relay), then
+# on loopback, the proxy beside direct Redis and twemproxy; about 24
+# minutes. Results in bench/results/.
 bench: build
 	$(GO) run ./bench suite --proxy-bin $(BIN) --out bench/results
 	$(GO) run ./bench cluster --proxy-bin $(BIN) --out bench/results

@@ -12,6 +12,7 @@ require (
 	github.com/redis/rueidis v1.0.80
 	github.com/tidwall/redcon v1.6.2
 	github.com/valkey-io/valkey-go v1.0.80
+	golang.org/x/sys v0.50.0
 	gopkg.in/yaml.v3 v3.0.1
 )
 
@@ -25,6 +26,5 @@ require (
 	github.com/tidwall/btree v1.1.0 // indirect
 	github.com/tidwall/match v1.1.1 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
-	golang.org/x/sys v0.50.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )

@@ -17,6 +17,13 @@ type scenario struct {
 	Spec        loadgen.Spec // Conns is taken from Conns
 	Conns       []int
 	Ceiling     bool // the ceiling server runs too (L1-hit scenarios)
+	// Latency is added each way between every target and Redis by a relay
+	// (see relay); 0: Redis on loopback.
+	Latency time.Duration
+	// Warm reads every key once through each target before the warmup of
+	// each connection count, so that a cache serves hits from the first
+	// round: over a remote link a cold key's miss would dwarf a hit.
+	Warm bool
 }
 
 // plan says how a scenario is measured.
@@ -42,9 +49,15 @@ func (p plan) validate() error {
 
 // execute preloads the scenario's keys, then for each connection count runs
 // the targets in turn, round after round (A B C A B C ...), so that drift in
-// the machine's state spreads over all of them.
-func execute(ctx context.Context, sc scenario, all []target, pl plan, prog *progress, log io.Writer) (scenarioResult, error) {
-	res := scenarioResult{Name: sc.Name, Description: sc.Description, Spec: sc.Spec}
+// the machine's state spreads over all of them. preloaded, when not nil, holds
+// what earlier scenarios wrote where (loadgen.PreloadKey at an address), which
+// is not written again.
+func execute(ctx context.Context, sc scenario, all []target, pl plan, preloaded map[string]bool, prog *progress, log io.Writer) (scenarioResult, error) {
+	res := scenarioResult{Name: sc.Name, Description: sc.Description, Spec: sc.Spec,
+		RoundDuration: pl.Duration.String(), Warmup: pl.Warmup.String()}
+	if sc.Latency > 0 {
+		res.Latency = sc.Latency.String()
+	}
 	var targets, preload []target
 	for _, t := range all {
 		if t.ceiling && !sc.Ceiling {
@@ -59,16 +72,28 @@ func execute(ctx context.Context, sc scenario, all []target, pl plan, prog *prog
 		preload = append([]target{preloadTarget(targets)}, preload...)
 	}
 	for _, via := range preload {
+		addr := via.Addr
+		if via.origin != "" {
+			addr = via.origin
+		}
+		done := addr + " " + loadgen.PreloadKey(sc.Spec)
+		if preloaded[done] {
+			continue
+		}
 		prog.note(fmt.Sprintf("%s: preloading %d keys via %s", sc.Name, sc.Spec.Keys, via.Name))
 		spec := sc.Spec
 		spec.Conns = 1
-		err := loadgen.Preload(ctx, via.Addr, spec)
+		err := loadgen.Preload(ctx, addr, spec)
 		prog.note("")
 		if err != nil {
 			return res, fmt.Errorf("%s: %w", sc.Name, err)
 		}
+		if preloaded != nil {
+			preloaded[done] = true
+		}
 	}
 	warned := map[string]bool{}
+	var prev []*loadgen.Runner
 	for _, conns := range sc.Conns {
 		spec := sc.Spec
 		spec.Conns = conns
@@ -78,7 +103,21 @@ func execute(ctx context.Context, sc scenario, all []target, pl plan, prog *prog
 			if err != nil {
 				return res, fmt.Errorf("%s: %w", sc.Name, err)
 			}
+			if prev != nil {
+				r.Continue(prev[i]) // a Seq workload reads no key twice
+			}
 			runners[i] = r
+		}
+		prev = runners
+		if sc.Warm {
+			for _, t := range targets {
+				prog.note(fmt.Sprintf("%s: reading %d keys once via %s", sc.Name, sc.Spec.Keys, t.Name))
+				err := loadgen.Warm(ctx, t.Addr, spec)
+				prog.note("")
+				if err != nil {
+					return res, fmt.Errorf("%s: %w", sc.Name, err)
+				}
+			}
 		}
 		if pl.Warmup > 0 {
 			for i, t := range targets {

@@ -8,12 +8,17 @@
 //	go run ./bench suite --proxy-bin ./cacheproxy --out bench/results [--only memory]
 //	go run ./bench ceiling --listen 127.0.0.1:7000
 //	go run ./bench cluster --proxy-bin ./cacheproxy --out bench/results
+//	go run ./bench relay --listen 127.0.0.1:7001 --target 127.0.0.1:6379 --latency 500us
 //	go run ./bench soak --proxy-bin bin/cacheproxy --duration 30m --out bench/results/soak
 //
 // The suite starts its own redis-server, proxy, (when installed) twemproxy and
 // ceiling server (bench ceiling: GET and SET from a map on redcon) on free
 // loopback ports and stops them when it ends; its last step measures the
-// proxy's resident memory against its L1 budget. bench speaks RESP over
+// proxy's resident memory against its L1 budget. Its remote scenarios put
+// Redis one network hop away: behind a relay (bench relay) that adds a
+// one-way latency, crossed by every target alike — the load generator's
+// direct connections, and the proxy's and twemproxy's upstream connections,
+// the proxy's invalidation stream included. bench speaks RESP over
 // TCP only; it never imports the proxy. It loads only loopback addresses unless
 // told otherwise, and every run it makes is bounded by its duration.
 package main
@@ -64,6 +69,9 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if len(args) > 0 && args[0] == "ceiling" {
 		return ceilingCmd(ctx, args[1:], stderr)
+	}
+	if len(args) > 0 && args[0] == "relay" {
+		return relayCmd(ctx, args[1:], stderr)
 	}
 	return runCmd(ctx, args, stdout, stderr)
 }
@@ -187,7 +195,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	rep := newReport(pl)
 	fmt.Fprintf(stdout, "%s\n", rep.Note)
-	sr, err := execute(ctx, scenario{Name: name, Spec: spec, Conns: conns}, ts, pl, newProgress(stderr, force), stderr)
+	sr, err := execute(ctx, scenario{Name: name, Spec: spec, Conns: conns}, ts, pl, nil, newProgress(stderr, force), stderr)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 // report is everything a run measured; it is also the JSON output.
 type report struct {
 	Machine   machine          `json:"machine"`
+	Command   string           `json:"command,omitempty"` // what produced it
 	Note      string           `json:"note"`
 	Rounds    int              `json:"rounds"`
 	Duration  string           `json:"round_duration"`
@@ -30,7 +31,12 @@ type scenarioResult struct {
 	Name        string       `json:"name"`
 	Description string       `json:"description,omitempty"`
 	Spec        loadgen.Spec `json:"spec"`
-	Points      []point      `json:"points"`
+	// Latency is the one-way latency added between the targets and Redis,
+	// "" on loopback.
+	Latency       string  `json:"one_way_latency,omitempty"`
+	RoundDuration string  `json:"round_duration,omitempty"`
+	Warmup        string  `json:"warmup,omitempty"`
+	Points        []point `json:"points"`
 }
 
 // point is one connection count of a scenario.
@@ -63,13 +69,25 @@ func sharedCPUNote(cpus int) string {
 		"every number is the whole system's, the generator's own CPU use included.", cpus)
 }
 
-func (r report) roundsLine() string {
-	s := fmt.Sprintf("median of %d rounds of %s per target, targets interleaved", r.Rounds, r.Duration)
-	if r.Rounds == 1 {
-		s = fmt.Sprintf("one round of %s per target", r.Duration)
+func (r report) roundsLine() string { return roundsLine(r.Rounds, r.Duration, r.Warmup) }
+
+// scenarioRounds is how a scenario was measured: its own round length and warmup
+// when it has them, else the report's.
+func (r report) scenarioRounds(sr scenarioResult) string {
+	d, w := r.Duration, r.Warmup
+	if sr.RoundDuration != "" {
+		d, w = sr.RoundDuration, sr.Warmup
 	}
-	if r.Warmup != "0s" && r.Warmup != "" {
-		s += ", after " + r.Warmup + " warmup each"
+	return roundsLine(r.Rounds, d, w)
+}
+
+func roundsLine(rounds int, duration, warmup string) string {
+	s := fmt.Sprintf("median of %d rounds of %s per target, targets interleaved", rounds, duration)
+	if rounds == 1 {
+		s = fmt.Sprintf("one round of %s per target", duration)
+	}
+	if warmup != "0s" && warmup != "" {
+		s += ", after " + warmup + " warmup each"
 	}
 	return s
 }
@@ -96,7 +114,7 @@ func writeTable(w io.Writer, r report, sr scenarioResult) {
 	if sr.Description != "" {
 		fmt.Fprintf(w, ": %s", sr.Description)
 	}
-	fmt.Fprintf(w, "\n   %s; %s\n", sr.Spec, r.roundsLine())
+	fmt.Fprintf(w, "\n   %s; %s\n", sr.Spec, r.scenarioRounds(sr))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "target\tconns\tops/s\tvs direct\tp50 µs\tp90 µs\tp99 µs\tp99.9 µs\tmax µs\thit ratio\terrors\tnils\t")
 	for _, p := range sr.Points {
@@ -118,9 +136,10 @@ func writeTable(w io.Writer, r report, sr scenarioResult) {
 	}
 }
 
-// writeMarkdown writes the whole report as a markdown document with one table
-// and links to the scenarios' figures.
-func writeMarkdown(w io.Writer, r report, summary bool) {
+// writeMarkdown writes the whole report as a markdown document: the remote
+// scenarios first, led by what a user of a remote Redis gains and pays, then
+// the loopback ones, each group with its figure and table.
+func writeMarkdown(w io.Writer, r report) {
 	m := r.Machine
 	fmt.Fprintf(w, "# Benchmark results\n\n")
 	fmt.Fprintf(w, "Machine: %d CPUs (nproc), %s, %s %s", m.CPUs, m.CPUModel, m.Go, m.OS)
@@ -128,15 +147,54 @@ func writeMarkdown(w io.Writer, r report, summary bool) {
 		fmt.Fprintf(w, ", Redis %s", m.Redis)
 	}
 	fmt.Fprintf(w, ".\n\n%s\n\n", r.Note)
-	fmt.Fprintf(w, "Each number is the %s. Latencies are in µs, from a batch's write to each of its replies; "+
-		"ops/s counts commands (an MGET is one). Ratios are against the target named %s at the same point: "+
-		"above 1 is more throughput, or a higher (worse) p99.\n\n", r.roundsLine(), baselineName)
-	if summary {
-		fmt.Fprintf(w, "![summary](summary.svg)\n\n")
+	if r.Command != "" {
+		fmt.Fprintf(w, "Produced by `%s`.\n\n", r.Command)
 	}
+	fmt.Fprintf(w, "Latencies are in µs, from a batch's write to each of its replies; ops/s counts commands (an MGET is one). "+
+		"Ratios are against the target named %s at the same point: above 1 is more throughput, or a higher (worse) latency.\n\n", baselineName)
+	groups := scenarioGroups(r)
+	for _, g := range groups {
+		if g.latency == "" || len(g.scenarios) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "## Redis %s away\n\n", g.latency)
+		fmt.Fprintf(w, "Redis sits behind a relay that adds %s each way, as a network would; every target crosses it: "+
+			"direct is client → relay → Redis, proxy is client → proxy → relay → Redis (its invalidation stream too), "+
+			"twemproxy is client → twemproxy → relay → Redis. The relay shares this machine's CPUs with the rest. "+
+			"Each number is the %s.\n\n", g.latency, r.scenarioRounds(g.scenarios[0]))
+		writeHeadline(w, g)
+		if g.figureOK {
+			fmt.Fprintf(w, "![%s](%s)\n\n", g.title, g.file)
+		}
+		writeResultsTable(w, g.scenarios)
+	}
+	for _, g := range groups {
+		if g.latency != "" || len(g.scenarios) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "## Redis on loopback\n\nEach number is the %s.\n\n", r.roundsLine())
+		if g.figureOK {
+			fmt.Fprintf(w, "![summary](%s)\n\n", g.file)
+		}
+		writeResultsTable(w, g.scenarios)
+	}
+	fmt.Fprintf(w, "## Scenarios\n\n")
+	for _, sr := range r.Scenarios {
+		fmt.Fprintf(w, "- **%s**", sr.Name)
+		if sr.Description != "" {
+			fmt.Fprintf(w, ": %s", sr.Description)
+		}
+		fmt.Fprintf(w, ". `%s`. [figure](%s.svg)\n", sr.Spec, sr.Name)
+	}
+	if r.Memory != nil {
+		writeMemoryMarkdown(w, *r.Memory)
+	}
+}
+
+func writeResultsTable(w io.Writer, scenarios []scenarioResult) {
 	fmt.Fprintln(w, "| scenario | target | conns | ops/s | × direct | p50 µs | p99 µs | p99 × direct | p99.9 µs | max µs | hit ratio | errors |")
 	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
-	for _, sr := range r.Scenarios {
+	for _, sr := range scenarios {
 		for _, p := range sr.Points {
 			base := p.baseline()
 			for _, t := range p.Targets {
@@ -149,16 +207,136 @@ func writeMarkdown(w io.Writer, r report, summary bool) {
 			}
 		}
 	}
-	fmt.Fprintf(w, "\n## Scenarios\n\n")
-	for _, sr := range r.Scenarios {
-		fmt.Fprintf(w, "- **%s**", sr.Name)
-		if sr.Description != "" {
-			fmt.Fprintf(w, ": %s", sr.Description)
+	fmt.Fprintln(w)
+}
+
+// writeHeadline writes, for one latency, what the proxy's L1 gains on cached
+// reads and what a miss and a write cost, against direct Redis and twemproxy
+// on the same path, at each connection count.
+func writeHeadline(w io.Writer, g scenarioGroup) {
+	find := func(base string) *scenarioResult {
+		for i := range g.scenarios {
+			if strings.HasSuffix(g.scenarios[i].Name, "-"+base) {
+				return &g.scenarios[i]
+			}
 		}
-		fmt.Fprintf(w, ". `%s`. [figure](%s.svg)\n", sr.Spec, sr.Name)
+		return nil
 	}
-	if r.Memory != nil {
-		writeMemoryMarkdown(w, *r.Memory)
+	hit, miss, write := find(remoteHit), find(remoteMiss), find(remoteWrite)
+	if hit == nil && miss == nil && write == nil {
+		return
+	}
+	var conns []int
+	for _, sr := range []*scenarioResult{hit, miss, write} {
+		if sr != nil {
+			for _, p := range sr.Points {
+				if !slices.Contains(conns, p.Conns) {
+					conns = append(conns, p.Conns)
+				}
+			}
+		}
+	}
+	slices.Sort(conns)
+	fmt.Fprintf(w, "What the L1 gains (cached reads, proxy against direct) and what a miss and a write cost "+
+		"(p50 µs and ops/s of proxy, direct and twemproxy); from the %s, %s and %s scenarios below.\n\n",
+		remoteHit, remoteMiss, remoteWrite)
+	fmt.Fprintln(w, "| conns | hit ops/s × direct | hit p50 µs: proxy / direct | miss p50 µs: proxy / direct / twemproxy | "+
+		"miss ops/s × direct: proxy / twemproxy | write p50 µs: proxy / direct / twemproxy | write ops/s × direct: proxy / twemproxy |")
+	fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|")
+	for _, c := range conns {
+		at := func(sr *scenarioResult, target string) *loadgen.Stats {
+			if sr == nil {
+				return nil
+			}
+			for _, p := range sr.Points {
+				if p.Conns != c {
+					continue
+				}
+				for i := range p.Targets {
+					if p.Targets[i].Target == target {
+						return &p.Targets[i].Median
+					}
+				}
+			}
+			return nil
+		}
+		p50s := func(sr *scenarioResult, targets ...string) string {
+			var parts []string
+			for _, t := range targets {
+				if s := at(sr, t); s != nil {
+					parts = append(parts, us(s.P50))
+				} else {
+					parts = append(parts, "-")
+				}
+			}
+			return strings.Join(parts, " / ")
+		}
+		times := func(sr *scenarioResult, targets ...string) string {
+			base := at(sr, baselineName)
+			var parts []string
+			for _, t := range targets {
+				if s := at(sr, t); s != nil && base != nil && base.OpsPerSec > 0 {
+					parts = append(parts, fmt.Sprintf("%.2fx", s.OpsPerSec/base.OpsPerSec))
+				} else {
+					parts = append(parts, "-")
+				}
+			}
+			return strings.Join(parts, " / ")
+		}
+		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s |\n", c,
+			times(hit, "proxy"), p50s(hit, "proxy", baselineName),
+			p50s(miss, "proxy", baselineName, "twemproxy"), times(miss, "proxy", "twemproxy"),
+			p50s(write, "proxy", baselineName, "twemproxy"), times(write, "proxy", "twemproxy"))
+	}
+	fmt.Fprintln(w)
+}
+
+// scenarioGroup is the scenarios of one latency, with their summary figure.
+type scenarioGroup struct {
+	latency   string // "" on loopback
+	title     string
+	file      string // of the summary figure
+	scenarios []scenarioResult
+	figure    plot.Figure
+	figureOK  bool
+}
+
+// scenarioGroups splits the report by latency: the remote groups in the order
+// they ran, then loopback.
+func scenarioGroups(r report) []scenarioGroup {
+	var gs []scenarioGroup
+	idx := map[string]int{}
+	for _, sr := range r.Scenarios {
+		i, ok := idx[sr.Latency]
+		if !ok {
+			g := scenarioGroup{latency: sr.Latency, title: "Relative to direct Redis, on loopback", file: "summary.svg"}
+			if sr.Latency != "" {
+				g.title = fmt.Sprintf("Relative to direct Redis, %s away", sr.Latency)
+				g.file = "remote-" + fileLabel(sr.Latency) + ".svg"
+			}
+			i = len(gs)
+			idx[sr.Latency] = i
+			gs = append(gs, g)
+		}
+		gs[i].scenarios = append(gs[i].scenarios, sr)
+	}
+	slices.SortStableFunc(gs, func(a, b scenarioGroup) int {
+		return cmpBool(a.latency == "", b.latency == "")
+	})
+	for i := range gs {
+		gs[i].figure, gs[i].figureOK = summaryFigure(r, gs[i].title, gs[i].scenarios)
+	}
+	return gs
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	default:
+		return -1
 	}
 }
 
@@ -191,7 +369,7 @@ func scenarioFigure(r report, sr scenarioResult) plot.Figure {
 	if sr.Description != "" {
 		title += ": " + sr.Description
 	}
-	f := plot.Figure{Title: title, Notes: []string{sr.Spec.String() + "; " + r.roundsLine(), r.Note}, Legend: r.targetNames()}
+	f := plot.Figure{Title: title, Notes: []string{sr.Spec.String() + "; " + r.scenarioRounds(sr), r.Note}, Legend: r.targetNames()}
 	var names []string
 	if len(sr.Points) > 0 {
 		for _, t := range sr.Points[0].Targets {
@@ -243,21 +421,23 @@ func scenarioFigure(r report, sr scenarioResult) plot.Figure {
 	return f
 }
 
-// summaryFigure draws every other target's throughput and p99 relative to
-// direct across all scenarios; ok is false when there is nothing to compare.
-func summaryFigure(r report) (f plot.Figure, ok bool) {
+// summaryFigure draws every other target's throughput, p50 and p99 relative
+// to direct across the scenarios; ok is false when there is nothing to
+// compare.
+func summaryFigure(r report, title string, scenarios []scenarioResult) (f plot.Figure, ok bool) {
 	var cats []string
-	byTarget := map[string]*[2]plot.Series{}
+	byTarget := map[string]*[3]plot.Series{}
 	var order []string
-	for _, sr := range r.Scenarios {
+	for _, sr := range scenarios {
 		for _, p := range sr.Points {
 			base := p.baseline()
 			if base == nil {
 				continue
 			}
-			cat := sr.Name
+			// The figure's title says how far Redis is.
+			cat := strings.TrimPrefix(sr.Name, "remote-"+fileLabel(sr.Latency)+"-")
 			if len(sr.Points) > 1 {
-				cat = fmt.Sprintf("%s@%d", sr.Name, p.Conns)
+				cat = fmt.Sprintf("%s@%d", cat, p.Conns)
 			}
 			cats = append(cats, cat)
 			for _, t := range p.Targets {
@@ -266,17 +446,15 @@ func summaryFigure(r report) (f plot.Figure, ok bool) {
 				}
 				s, seen := byTarget[t.Target]
 				if !seen {
-					s = &[2]plot.Series{{Name: t.Target}, {Name: t.Target}}
+					s = &[3]plot.Series{{Name: t.Target}, {Name: t.Target}, {Name: t.Target}}
 					byTarget[t.Target] = s
 					order = append(order, t.Target)
 				}
 				// A target first seen late has no values for earlier categories.
-				for len(s[0].Values) < len(cats)-1 {
-					s[0].Values = append(s[0].Values, math.NaN())
-					s[1].Values = append(s[1].Values, math.NaN())
-				}
+				pad(s, len(cats)-1)
 				s[0].Values = append(s[0].Values, t.Median.OpsPerSec/base.Median.OpsPerSec)
-				s[1].Values = append(s[1].Values, t.Median.P99/base.Median.P99)
+				s[1].Values = append(s[1].Values, t.Median.P50/base.Median.P50)
+				s[2].Values = append(s[2].Values, t.Median.P99/base.Median.P99)
 			}
 		}
 	}
@@ -285,14 +463,15 @@ func summaryFigure(r report) (f plot.Figure, ok bool) {
 	}
 	one := 1.0
 	f = plot.Figure{
-		Title:       "Relative to direct Redis",
-		Notes:       []string{r.roundsLine(), r.Note},
+		Title:       title,
+		Notes:       []string{r.scenarioRounds(scenarios[0]), r.Note},
 		Columns:     1,
 		ChartWidth:  max(760, 64*len(cats)),
-		ChartHeight: 400,
+		ChartHeight: 360,
 		Legend:      r.targetNames(),
 		Charts: []plot.Chart{
 			{Title: "Throughput relative to direct (higher is better)", YLabel: "× direct ops/s", Categories: cats, RefLine: &one},
+			{Title: "p50 latency relative to direct (lower is better)", YLabel: "× direct p50", Categories: cats, RefLine: &one},
 			{Title: "p99 latency relative to direct (lower is better)", YLabel: "× direct p99", Categories: cats, RefLine: &one},
 		},
 	}
@@ -300,14 +479,24 @@ func summaryFigure(r report) (f plot.Figure, ok bool) {
 		s := byTarget[name]
 		// Nor a target missing from the last categories (the ceiling server
 		// runs in some scenarios only).
-		for len(s[0].Values) < len(cats) {
-			s[0].Values = append(s[0].Values, math.NaN())
-			s[1].Values = append(s[1].Values, math.NaN())
+		pad(s, len(cats))
+		for i := range f.Charts {
+			f.Charts[i].Series = append(f.Charts[i].Series, s[i])
+			// Hits over a remote link run tens of times direct's rate: on a
+			// linear scale every other bar would be a sliver.
+			f.Charts[i].LogY = f.Charts[i].LogY || slices.ContainsFunc(s[i].Values, func(v float64) bool { return v > 4 || v < 0.25 })
 		}
-		f.Charts[0].Series = append(f.Charts[0].Series, s[0])
-		f.Charts[1].Series = append(f.Charts[1].Series, s[1])
 	}
 	return f, true
+}
+
+// pad fills a target's series with gaps up to n categories.
+func pad(s *[3]plot.Series, n int) {
+	for i := range s {
+		for len(s[i].Values) < n {
+			s[i].Values = append(s[i].Values, math.NaN())
+		}
+	}
 }
 
 func writeSVG(path string, f plot.Figure) error {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,34 +18,102 @@ import (
 	"github.com/cacheproxy/cacheproxy/internal/localnet"
 )
 
-// standardSuite is what `make bench` measures. Keys under "bench:" are cached
-// by the proxy's suite config and fit in its L1; keys under "nocache:" are
-// passed through.
+// standardSuite is what `make bench` measures: the remote scenarios first,
+// then the loopback ones. Keys under "bench:" are cached by the proxy's suite
+// config and fit in its L1; keys under "nocache:" are passed through.
 func standardSuite() []scenario {
-	hit := loadgen.Spec{Workload: loadgen.Get, Keys: 10000, Prefix: "bench:", Dist: loadgen.Zipf, ZipfS: 1.01,
-		ValueMin: 100, ValueMax: 100, Pipeline: 1}
-	with := func(s loadgen.Spec, edit func(*loadgen.Spec)) loadgen.Spec { edit(&s); return s }
+	var all []scenario
+	for _, lat := range remoteLatencies {
+		all = append(all, remoteSuite(lat)...)
+	}
+	return append(all, loopbackSuite()...)
+}
+
+// hitSpec is the cached-read workload the others are variations of.
+var hitSpec = loadgen.Spec{Workload: loadgen.Get, Keys: 10000, Prefix: "bench:", Dist: loadgen.Zipf, ZipfS: 1.01,
+	ValueMin: 100, ValueMax: 100, Pipeline: 1}
+
+func with(s loadgen.Spec, edit func(*loadgen.Spec)) loadgen.Spec { edit(&s); return s }
+
+// missSpec reads every key once in turn: through a cache, each read a miss.
+// Its keys outnumber what a proxy reads in all the scenarios that use them.
+var missSpec = with(hitSpec, func(s *loadgen.Spec) {
+	s.Prefix, s.Dist, s.ZipfS, s.Keys = "bench:miss:", loadgen.Seq, 0, 2_000_000
+})
+
+func loopbackSuite() []scenario {
+	hit := hitSpec
 	uncached := with(hit, func(s *loadgen.Spec) { s.Prefix = "nocache:" })
+	sc := func(name, desc string, spec loadgen.Spec, conns []int, ceiling bool) scenario {
+		return scenario{Name: name, Description: desc, Spec: spec, Conns: conns, Ceiling: ceiling}
+	}
 	return []scenario{
-		{"get-hit-p16", "L1-hit GET, pipeline 16", with(hit, func(s *loadgen.Spec) { s.Pipeline = 16 }), []int{50}, true},
-		{"get-uncached-p1", "pass-through GET on an uncached prefix", uncached, []int{50}, false},
-		{"get-uncached-p16", "pass-through GET on an uncached prefix, pipeline 16", with(uncached, func(s *loadgen.Spec) { s.Pipeline = 16 }), []int{50}, false},
-		{"set-uncached-p1", "pass-through SET on an uncached prefix", with(uncached, func(s *loadgen.Spec) { s.Workload = loadgen.Set }), []int{50}, false},
-		{"set-uncached-p16", "pass-through SET on an uncached prefix, pipeline 16", with(uncached, func(s *loadgen.Spec) {
+		sc("get-hit-p16", "L1-hit GET, pipeline 16", with(hit, func(s *loadgen.Spec) { s.Pipeline = 16 }), []int{50}, true),
+		sc("get-uncached-p1", "pass-through GET on an uncached prefix", uncached, []int{50}, false),
+		sc("get-uncached-p16", "pass-through GET on an uncached prefix, pipeline 16", with(uncached, func(s *loadgen.Spec) { s.Pipeline = 16 }), []int{50}, false),
+		sc("set-uncached-p1", "pass-through SET on an uncached prefix", with(uncached, func(s *loadgen.Spec) { s.Workload = loadgen.Set }), []int{50}, false),
+		sc("set-uncached-p16", "pass-through SET on an uncached prefix, pipeline 16", with(uncached, func(s *loadgen.Spec) {
 			s.Workload, s.Pipeline = loadgen.Set, 16
-		}), []int{50}, false},
-		{"get-miss-1conn", "one client, unpipelined, every GET an L1 miss (each key is read once)", with(hit, func(s *loadgen.Spec) {
-			s.Prefix, s.Dist, s.ZipfS, s.Keys = "bench:miss:", loadgen.Seq, 0, 1_000_000
-		}), []int{1}, false},
-		{"mget-10", "MGET of 10 cached keys", with(hit, func(s *loadgen.Spec) { s.Workload, s.MGetKeys = loadgen.MGet, 10 }), []int{50}, true},
-		{"mget-10-p16", "MGET of 10 cached keys, pipeline 16", with(hit, func(s *loadgen.Spec) { s.Workload, s.MGetKeys, s.Pipeline = loadgen.MGet, 10, 16 }), []int{50}, true},
-		{"hget-hit", "L1-hit HGET, unpipelined", with(hit, func(s *loadgen.Spec) { s.Workload, s.HashFields = loadgen.HGet, 1 }), []int{50}, true},
-		{"hget-hit-p16", "L1-hit HGET, pipeline 16", with(hit, func(s *loadgen.Spec) { s.Workload, s.HashFields, s.Pipeline = loadgen.HGet, 1, 16 }), []int{50}, true},
-		{"sessions", "session store: GET, or SET EX of 1-4 KiB values, 80/20", with(hit, func(s *loadgen.Spec) {
-			s.Workload, s.Prefix, s.ValueMin, s.ValueMax, s.ReadRatio, s.TTL = loadgen.Session, "bench:sess:", 1024, 4096, 0.8, 1800
-		}), []int{50}, false},
-		{"mixed-90-10", "cached GET and SET, 90/10", with(hit, func(s *loadgen.Spec) { s.Workload, s.ReadRatio = loadgen.Mixed, 0.9 }), []int{50}, false},
-		{"get-hit", "L1-hit GET, unpipelined, as connections grow (1 connection: one client's hit latency)", hit, []int{1, 10, 50, 200}, true},
+		}), []int{50}, false),
+		sc("get-miss-1conn", "one client, unpipelined, every GET an L1 miss (each key is read once)", missSpec, []int{1}, false),
+		sc("mget-10", "MGET of 10 cached keys", with(hit, func(s *loadgen.Spec) { s.Workload, s.MGetKeys = loadgen.MGet, 10 }), []int{50}, true),
+		sc("mget-10-p16", "MGET of 10 cached keys, pipeline 16", with(hit, func(s *loadgen.Spec) { s.Workload, s.MGetKeys, s.Pipeline = loadgen.MGet, 10, 16 }), []int{50}, true),
+		sc("hget-hit", "L1-hit HGET, unpipelined", with(hit, func(s *loadgen.Spec) { s.Workload, s.HashFields = loadgen.HGet, 1 }), []int{50}, true),
+		sc("hget-hit-p16", "L1-hit HGET, pipeline 16", with(hit, func(s *loadgen.Spec) { s.Workload, s.HashFields, s.Pipeline = loadgen.HGet, 1, 16 }), []int{50}, true),
+		sc("sessions", "session store: GET, or SET EX of 1-4 KiB values, 80/20", sessionSpec, []int{50}, false),
+		sc("mixed-90-10", "cached GET and SET, 90/10", with(hit, func(s *loadgen.Spec) { s.Workload, s.ReadRatio = loadgen.Mixed, 0.9 }), []int{50}, false),
+		sc("get-hit", "L1-hit GET, unpipelined, as connections grow (1 connection: one client's hit latency)", hit, []int{1, 10, 50, 200}, true),
+	}
+}
+
+var sessionSpec = with(hitSpec, func(s *loadgen.Spec) {
+	s.Workload, s.Prefix, s.ValueMin, s.ValueMax, s.ReadRatio, s.TTL = loadgen.Session, "bench:sess:", 1024, 4096, 0.8, 1800
+})
+
+// remoteLatencies are the one-way latencies of the remote scenarios: within
+// one zone, and across zones.
+var remoteLatencies = []time.Duration{100 * time.Microsecond, 500 * time.Microsecond}
+
+// remoteConns are the connection counts every remote scenario runs at.
+var remoteConns = []int{1, 10, 50, 200}
+
+// Remote scenarios' names: remoteName(latency, one of these).
+const (
+	remoteHit      = "get-hit"
+	remoteMiss     = "get-miss"
+	remoteWrite    = "set"
+	remoteMGet     = "mget-10"
+	remoteSessions = "sessions"
+	remoteMixed    = "mixed-90-10"
+)
+
+func remoteName(latency time.Duration, base string) string {
+	return fmt.Sprintf("remote-%s-%s", latencyLabel(latency), base)
+}
+
+// latencyLabel spells a latency for a file name: 100us, 2ms.
+func latencyLabel(d time.Duration) string { return fileLabel(d.String()) }
+
+// fileLabel spells a duration's String for a file name.
+func fileLabel(d string) string { return strings.ReplaceAll(d, "µ", "u") }
+
+// remoteSuite is the scenarios with Redis latency away (one way), every
+// target crossing the same relay to it.
+func remoteSuite(latency time.Duration) []scenario {
+	where := fmt.Sprintf(", Redis %v away", latency)
+	sc := func(base, desc string, spec loadgen.Spec) scenario {
+		// Every key read is cached but the misses'.
+		warm := base != remoteMiss && base != remoteWrite
+		return scenario{Name: remoteName(latency, base), Description: desc + where, Spec: spec, Conns: remoteConns,
+			Latency: latency, Warm: warm}
+	}
+	return []scenario{
+		sc(remoteHit, "cached GET, unpipelined (L1 hits through the proxy)", hitSpec),
+		sc(remoteMiss, "GET of a key read once (an L1 miss through the proxy)", missSpec),
+		sc(remoteWrite, "SET of cached keys, unpipelined", with(hitSpec, func(s *loadgen.Spec) { s.Workload = loadgen.Set })),
+		sc(remoteMGet, "MGET of 10 cached keys", with(hitSpec, func(s *loadgen.Spec) { s.Workload, s.MGetKeys = loadgen.MGet, 10 })),
+		sc(remoteSessions, "session store: GET, or SET EX of 1-4 KiB values, 80/20", sessionSpec),
+		sc(remoteMixed, "cached GET and SET, 90/10", with(hitSpec, func(s *loadgen.Spec) { s.Workload, s.ReadRatio = loadgen.Mixed, 0.9 })),
 	}
 }
 
@@ -65,7 +134,7 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.SetOutput(stderr)
 	var (
 		proxyBin, out, only, redisBin, twemBin string
-		pl                                     plan
+		pl, rpl                                plan
 		force                                  bool
 	)
 	fs.StringVar(&proxyBin, "proxy-bin", "", "the proxy binary to start (required)")
@@ -76,14 +145,18 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&pl.Rounds, "rounds", 3, "rounds per scenario; medians are reported")
 	fs.DurationVar(&pl.Duration, "duration", 3*time.Second, "length of one target's turn in one round")
 	fs.DurationVar(&pl.Warmup, "warmup", 500*time.Millisecond, "unmeasured run per target before the rounds of each connection count")
+	fs.DurationVar(&rpl.Duration, "remote-duration", 1500*time.Millisecond, "length of one target's turn in one round of a remote scenario")
+	fs.DurationVar(&rpl.Warmup, "remote-warmup", 500*time.Millisecond, "warmup of a remote scenario (see --warmup)")
 	fs.Uint64Var(&pl.Seed, "seed", 1, "seed of the key and value choices")
 	fs.BoolVar(&force, "progress", false, "show a live progress line on stderr even when it is not a terminal")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: bench suite --proxy-bin PATH [flags]\n\nStarts redis-server, the proxy, twemproxy and the ceiling server on free loopback ports, runs the scenarios and stops them.\nScenarios:\n")
+		fmt.Fprintf(stderr, "usage: bench suite --proxy-bin PATH [flags]\n\nStarts redis-server, the proxy, twemproxy and the ceiling server on free loopback ports, runs the scenarios and stops them.\n"+
+			"A remote scenario puts Redis behind a relay that adds a latency each way (bench relay), crossed by direct connections and\n"+
+			"by the proxy's and twemproxy's upstream connections alike.\nScenarios:\n")
 		for _, sc := range standardSuite() {
-			fmt.Fprintf(stderr, "  %-17s %s\n", sc.Name, sc.Description)
+			fmt.Fprintf(stderr, "  %-27s %s\n", sc.Name, sc.Description)
 		}
-		fmt.Fprintf(stderr, "  %-17s %s\n", memoryScenario, "the proxy's resident memory after a million 1 KB keys, each read twice, against its L1 budget (run last)")
+		fmt.Fprintf(stderr, "  %-27s %s\n", memoryScenario, "the proxy's resident memory after a million 1 KB keys, each read twice, against its L1 budget (run last)")
 		fmt.Fprintln(stderr)
 		fs.PrintDefaults()
 	}
@@ -97,8 +170,11 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.New("suite: --proxy-bin is required")
 	}
 	pl.Preload = true
-	if err := pl.validate(); err != nil {
-		return fmt.Errorf("suite: %w", err)
+	rpl.Rounds, rpl.Preload, rpl.Seed = pl.Rounds, pl.Preload, pl.Seed
+	for _, p := range []plan{pl, rpl} {
+		if err := p.validate(); err != nil {
+			return fmt.Errorf("suite: %w", err)
+		}
 	}
 	scenarios, memory, err := pickScenarios(standardSuite(), only)
 	if err != nil {
@@ -115,7 +191,6 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer os.RemoveAll(tmp)
 	l := &launcher{ctx: ctx, dir: tmp}
 	defer l.stopAll()
-	start := l.start
 
 	redisPath, err := exec.LookPath(redisBin)
 	if err != nil {
@@ -125,8 +200,6 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("suite: %w", err)
 	}
-	targets := []target{{Name: baselineName, Addr: redisAddr}}
-
 	proxyPath, err := filepath.Abs(proxyBin)
 	if err != nil {
 		return fmt.Errorf("suite: %w", err)
@@ -135,71 +208,75 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := os.WriteFile(configPath, []byte(proxyConfig), 0o644); err != nil {
 		return fmt.Errorf("suite: %w", err)
 	}
-	var metricsAddr string
-	proxyAddr, err := start("proxy", func(addr string) ([]string, error) {
-		var err error
-		metricsAddr, err = localnet.FreeAddr()
-		return []string{proxyPath, "--config", configPath, "--listen", addr,
-			"--upstream", "redis://" + redisAddr + "/0", "--metrics", metricsAddr}, err
-	})
+	twemPath := ""
+	if twemBin != "" {
+		if p, err := exec.LookPath(twemBin); err == nil {
+			twemPath = p
+		}
+	}
+	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("suite: %w", err)
 	}
-	proxyProc := l.last()
-	targets = append(targets, target{Name: "proxy", Addr: proxyAddr, metrics: "http://" + metricsAddr + "/metrics"})
 
-	if twemBin != "" {
-		if twemPath, lookErr := exec.LookPath(twemBin); lookErr == nil {
-			twemAddr, err := start("twemproxy", func(addr string) ([]string, error) {
-				stats, err := localnet.FreeAddr()
-				if err != nil {
-					return nil, err
-				}
-				conf := filepath.Join(tmp, "nutcracker.yml")
-				if err := os.WriteFile(conf, []byte(twemproxyConfig(addr, redisAddr)), 0o644); err != nil {
-					return nil, err
-				}
-				_, statsPort, _ := strings.Cut(stats, ":")
-				return []string{twemPath, "-c", conf, "-s", statsPort, "-a", "127.0.0.1",
-					"-o", filepath.Join(tmp, "twemproxy.log"), "-p", filepath.Join(tmp, "nutcracker.pid")}, nil
-			})
+	// A path to Redis per latency the scenarios need: its targets, and the
+	// loopback proxy, whose memory the last step measures.
+	paths := map[time.Duration][]target{}
+	var proxyAddr string
+	var proxyProc *process
+	for _, sc := range scenarios {
+		if _, ok := paths[sc.Latency]; !ok {
+			ts, proc, err := startPath(l, self, redisAddr, sc.Latency, proxyPath, configPath, twemPath, stderr)
 			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				fmt.Fprintf(stderr, "warning: twemproxy left out: %v\n", err)
-			} else {
-				targets = append(targets, target{Name: "twemproxy", Addr: twemAddr})
+				return fmt.Errorf("suite: %w", err)
+			}
+			paths[sc.Latency] = ts
+			if sc.Latency == 0 {
+				proxyAddr, proxyProc = ts[1].Addr, proc
 			}
 		}
 	}
-
-	if slices.ContainsFunc(scenarios, func(sc scenario) bool { return sc.Ceiling }) {
-		self, err := os.Executable()
+	if memory && proxyProc == nil {
+		ts, proc, err := startPath(l, self, redisAddr, 0, proxyPath, configPath, twemPath, stderr)
 		if err != nil {
-			return fmt.Errorf("suite: the ceiling server: %w", err)
+			return fmt.Errorf("suite: %w", err)
 		}
-		ceilingAddr, err := start(ceilingName, func(addr string) ([]string, error) {
+		paths[0], proxyAddr, proxyProc = ts, ts[1].Addr, proc
+	}
+	if slices.ContainsFunc(scenarios, func(sc scenario) bool { return sc.Ceiling }) {
+		ceilingAddr, err := l.start(ceilingName, func(addr string) ([]string, error) {
 			return []string{self, "ceiling", "--listen", addr}, nil
 		})
 		if err != nil {
 			return fmt.Errorf("suite: %w", err)
 		}
-		targets = append(targets, target{Name: ceilingName, Addr: ceilingAddr, ceiling: true})
+		paths[0] = append(paths[0], target{Name: ceilingName, Addr: ceilingAddr, ceiling: true})
 	}
 
 	rep := newReport(pl)
 	rep.Machine.Redis = redisVersion(redisPath)
-	var names []string
-	for _, t := range targets {
-		names = append(names, t.Name+" "+t.Addr)
+	rep.Command = strings.Join(append([]string{"go run ./bench suite"}, args...), " ")
+	fmt.Fprintf(stdout, "machine: %d CPUs, %s, %s\n%s\n", rep.Machine.CPUs, rep.Machine.CPUModel, rep.Machine.Go, rep.Note)
+	for _, lat := range slices.Sorted(maps.Keys(paths)) {
+		var names []string
+		for _, t := range paths[lat] {
+			names = append(names, t.Name+" "+t.Addr)
+		}
+		where := "Redis on loopback"
+		if lat > 0 {
+			where = fmt.Sprintf("Redis %v away (one way), through a relay", lat)
+		}
+		fmt.Fprintf(stdout, "%s: %s\n", where, strings.Join(names, ", "))
 	}
-	fmt.Fprintf(stdout, "machine: %d CPUs, %s, %s; targets: %s\n%s\n", rep.Machine.CPUs, rep.Machine.CPUModel, rep.Machine.Go,
-		strings.Join(names, ", "), rep.Note)
 	prog := newProgress(stderr, force)
 	began := time.Now()
+	preloaded := map[string]bool{}
 	for _, sc := range scenarios {
-		sr, err := execute(ctx, sc, targets, pl, prog, stderr)
+		p := pl
+		if sc.Latency > 0 {
+			p = rpl
+		}
+		sr, err := execute(ctx, sc, paths[sc.Latency], p, preloaded, prog, stderr)
 		if err != nil {
 			return fmt.Errorf("suite: %w", err)
 		}
@@ -225,6 +302,64 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintf(stdout, "\nsuite took %s; results in %s (results.md, results.json, SVG figures)\n", time.Since(began).Round(time.Second), out)
 	return nil
+}
+
+// startPath starts what the targets of one latency need and returns them:
+// direct, proxy and, when twemPath is set, twemproxy, and the proxy's process.
+// At latency 0 they reach Redis at redisAddr on loopback; otherwise a relay
+// (self relay) stands in front of it, and direct is the relay, which the
+// proxy's and twemproxy's upstream connections cross too.
+func startPath(l *launcher, self, redisAddr string, latency time.Duration, proxyPath, configPath, twemPath string, log io.Writer) ([]target, *process, error) {
+	suffix, upstream := "", redisAddr
+	direct := target{Name: baselineName, Addr: redisAddr}
+	if latency > 0 {
+		suffix = "-" + latencyLabel(latency)
+		relayAddr, err := l.start(relayName+suffix, func(addr string) ([]string, error) {
+			return []string{self, "relay", "--listen", addr, "--target", redisAddr, "--latency", latency.String()}, nil
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		upstream = relayAddr
+		direct = target{Name: baselineName, Addr: relayAddr, origin: redisAddr}
+	}
+	var metricsAddr string
+	proxyAddr, err := l.start("proxy"+suffix, func(addr string) ([]string, error) {
+		var err error
+		metricsAddr, err = localnet.FreeAddr()
+		return []string{proxyPath, "--config", configPath, "--listen", addr,
+			"--upstream", "redis://" + upstream + "/0", "--metrics", metricsAddr}, err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	proxyProc := l.last()
+	ts := []target{direct, {Name: "proxy", Addr: proxyAddr, metrics: "http://" + metricsAddr + "/metrics"}}
+	if twemPath == "" {
+		return ts, proxyProc, nil
+	}
+	name := "twemproxy" + suffix
+	twemAddr, err := l.start(name, func(addr string) ([]string, error) {
+		stats, err := localnet.FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		conf := filepath.Join(l.dir, name+".yml")
+		if err := os.WriteFile(conf, []byte(twemproxyConfig(addr, upstream)), 0o644); err != nil {
+			return nil, err
+		}
+		_, statsPort, _ := strings.Cut(stats, ":")
+		return []string{twemPath, "-c", conf, "-s", statsPort, "-a", "127.0.0.1",
+			"-o", filepath.Join(l.dir, name+".log"), "-p", filepath.Join(l.dir, name+".pid")}, nil
+	})
+	if err != nil {
+		if l.ctx.Err() != nil {
+			return nil, nil, l.ctx.Err()
+		}
+		fmt.Fprintf(log, "warning: %s left out: %v\n", name, err)
+		return ts, proxyProc, nil
+	}
+	return append(ts, target{Name: "twemproxy", Addr: twemAddr}), proxyProc, nil
 }
 
 func twemproxyConfig(listen, redis string) string {
@@ -271,13 +406,14 @@ func writeSuiteResults(dir string, rep report) error {
 			return err
 		}
 	}
-	summary, ok := summaryFigure(rep)
-	if ok {
-		if err := writeSVG(filepath.Join(dir, "summary.svg"), summary); err != nil {
-			return err
+	for _, g := range scenarioGroups(rep) {
+		if g.figureOK {
+			if err := writeSVG(filepath.Join(dir, g.file), g.figure); err != nil {
+				return err
+			}
 		}
 	}
 	var md strings.Builder
-	writeMarkdown(&md, rep, ok)
+	writeMarkdown(&md, rep)
 	return writeFile(filepath.Join(dir, "results.md"), []byte(md.String()))
 }

@@ -13,9 +13,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cacheproxy/cacheproxy/bench/loadgen"
 )
@@ -25,8 +27,19 @@ const fakeProxyEnv = "BENCH_TEST_FAKE_PROXY"
 // TestMain lets the test binary stand in for the proxy binary in suite tests:
 // started with fakeProxyEnv set, it is a plain TCP relay to its upstream with
 // a counters endpoint, taking the proxy's command line. The suite also starts
-// its own executable, the test binary here, as the ceiling server.
+// its own executable, the test binary here, as the ceiling server and as the
+// latency relay.
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "relay" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		err := relayCmd(ctx, os.Args[2:], os.Stderr)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "relay:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if len(os.Args) > 1 && os.Args[1] == "ceiling" {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 		err := ceilingCmd(ctx, os.Args[2:], os.Stderr)
@@ -166,6 +179,96 @@ func TestSuiteStartsMeasuresAndStopsEverything(t *testing.T) {
 	}
 }
 
+// fakeProxyBin is a script that starts the test binary as the fake proxy.
+func fakeProxyBin(t *testing.T) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapper := filepath.Join(t.TempDir(), "proxy.sh")
+	script := fmt.Sprintf("#!/bin/sh\n%s=1 exec %q \"$@\"\n", fakeProxyEnv, self)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return wrapper
+}
+
+// The remote scenarios put a relay between Redis and every target: direct
+// connections and the proxy's upstream cross it, so that no round trip to
+// Redis is shorter than the latency both ways. (The fake proxy relays every
+// command upstream.)
+func TestSuiteRemoteScenariosCrossTheRelay(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS != "linux" {
+		t.Skip("the latency relay runs on Linux only")
+	}
+	out := filepath.Join(t.TempDir(), "results")
+	var stdout, stderr bytes.Buffer
+	err := cli(context.Background(), []string{"suite", "--proxy-bin", fakeProxyBin(t), "--out", out, "--twemproxy", "",
+		"--only", "remote-100us-get-hit,remote-500us-set", "--remote-duration", "100ms", "--rounds", "1", "--remote-warmup", "0"},
+		&stdout, &stderr)
+	if err != nil {
+		t.Fatalf("suite: %v\nstdout: %s\nstderr: %s", err, stdout.String(), stderr.String())
+	}
+	var rep report
+	b, err := os.ReadFile(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Scenarios) != 2 {
+		t.Fatalf("scenarios %+v, want the two asked for", rep.Scenarios)
+	}
+	var addrs []string
+	for i, want := range []struct {
+		name, latency string
+		oneWay        time.Duration
+	}{{"remote-100us-get-hit", "100µs", 100 * time.Microsecond}, {"remote-500us-set", "500µs", 500 * time.Microsecond}} {
+		sr := rep.Scenarios[i]
+		if sr.Name != want.name || sr.Latency != want.latency || sr.RoundDuration != "100ms" || len(sr.Points) != len(remoteConns) {
+			t.Fatalf("scenario %d: %s, latency %q, rounds of %s, %d points; want %s, %s, 100ms, %d", i, sr.Name, sr.Latency,
+				sr.RoundDuration, len(sr.Points), want.name, want.latency, len(remoteConns))
+		}
+		for _, p := range sr.Points {
+			if len(p.Targets) != 2 || p.Targets[0].Target != "direct" || p.Targets[1].Target != "proxy" {
+				t.Fatalf("%s@%d: targets %+v, want direct and proxy", sr.Name, p.Conns, p.Targets)
+			}
+			for _, tr := range p.Targets {
+				m := tr.Median
+				if m.Ops == 0 || m.Errors != 0 || m.Nils != 0 {
+					t.Errorf("%s@%d %s: %+v", sr.Name, p.Conns, tr.Target, m)
+				}
+				if min := 2 * want.oneWay; time.Duration(m.P50*1e3) < min {
+					t.Errorf("%s@%d %s: p50 %.0fµs, below the relay's %v round trip", sr.Name, p.Conns, tr.Target, m.P50, min)
+				}
+				addrs = append(addrs, tr.Addr)
+			}
+		}
+	}
+	for _, f := range []string{"remote-100us.svg", "remote-500us.svg", "remote-100us-get-hit.svg", "remote-500us-set.svg"} {
+		wellFormedSVG(t, filepath.Join(out, f), "p50 latency")
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
+	for _, want := range []string{"## Redis 100µs away", "## Redis 500µs away", "hit ops/s × direct", "| remote-500us-set | proxy | 200 |",
+		"Produced by `go run ./bench suite --proxy-bin "} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(string(md), "on loopback") {
+		t.Errorf("results.md has a loopback section without a loopback scenario:\n%s", md)
+	}
+	for _, a := range addrs {
+		if c, err := net.Dial("tcp", a); err == nil {
+			c.Close()
+			t.Errorf("%s still accepts connections after the suite", a)
+		}
+	}
+}
+
 func TestSuiteFailsCleanlyWhenTheProxyDoesNotStart(t *testing.T) {
 	t.Parallel()
 	bad := filepath.Join(t.TempDir(), "proxy.sh")
@@ -239,7 +342,7 @@ func TestSummaryWithATargetInSomeScenarios(t *testing.T) {
 		{Name: "hit", Points: []point{{Conns: 50, Targets: []targetResult{res("direct", 100), res("proxy", 90), res(ceilingName, 110)}}}},
 		{Name: "pass", Points: []point{{Conns: 50, Targets: []targetResult{res("direct", 100), res("proxy", 70)}}}},
 	}}
-	f, ok := summaryFigure(rep)
+	f, ok := summaryFigure(rep, "t", rep.Scenarios)
 	if !ok {
 		t.Fatal("no summary")
 	}

@@ -15,6 +15,9 @@ type target struct {
 	// ceiling marks the suite's ceiling server: it keeps its own keys, so it
 	// is preloaded too, and it runs only in scenarios that ask for it.
 	ceiling bool
+	// origin is the server behind Addr when Addr is a relay to it: keys are
+	// preloaded there, without the relay's latency.
+	origin string
 }
 
 // namedValues is a repeatable name=value flag that keeps the order given.

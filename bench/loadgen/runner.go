@@ -48,6 +48,11 @@ func NewRunner(addr string, s Spec) (*Runner, error) {
 	return r, nil
 }
 
+// Continue starts r's Seq position where prev's is now, so that a scenario
+// measured at several connection counts, a runner for each, still reads every
+// key once through a cache.
+func (r *Runner) Continue(prev *Runner) { r.seq.Store(prev.seq.Load()) }
+
 // Done is the number of replies read so far in the current run; it is safe to
 // call while Run runs, for progress reports.
 func (r *Runner) Done() int64 { return r.done.Load() }

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -115,5 +116,106 @@ func TestRunFailsWhenTheServerDropsConnections(t *testing.T) {
 	time.AfterFunc(100*time.Millisecond, srv.Stop)
 	if _, err := r.Run(context.Background(), 20*time.Second, 1); err == nil {
 		t.Error("run survived its server stopping")
+	}
+}
+
+// A runner that continues another's Seq position reads none of the keys the
+// other read: a scenario measured at several connection counts keeps every
+// read through a cache a first read.
+func TestContinueKeepsSeqKeysUnread(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := context.Background()
+	// SETs of keys in turn: the database counts the distinct keys written.
+	s := Spec{Workload: Set, Keys: 1_000_000, Prefix: "seq:", Dist: Seq, ValueMin: 8, ValueMax: 8, Pipeline: 1, Conns: 1}
+	r1, err := NewRunner(srv.Addr(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st1, err := r1.Run(ctx, 100*time.Millisecond, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Conns = 2
+	r2, err := NewRunner(srv.Addr(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Continue(r1)
+	st2, err := r2.Run(ctx, 100*time.Millisecond, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := srv.Client(0).DBSize(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != st1.Ops+st2.Ops {
+		t.Fatalf("%d keys after %d and %d SETs of keys in turn, want every key a new one", n, st1.Ops, st2.Ops)
+	}
+}
+
+// Warm reads each key once, with the workload's own read command.
+func TestWarmReadsEveryKeyOnce(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := context.Background()
+	c := srv.Client(0)
+	for _, w := range []string{Get, MGet, HGetAll, HGet} {
+		s := Spec{Workload: w, Keys: 300, Prefix: "warm:", Dist: Zipf, ZipfS: 1.01, ValueMin: 8, ValueMax: 8,
+			MGetKeys: 10, HashFields: 2, Pipeline: 1, Conns: 1}
+		if err := Preload(ctx, srv.Addr(), s); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.ConfigResetStat(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := Warm(ctx, srv.Addr(), s); err != nil {
+			t.Fatalf("%s: %v", w, err)
+		}
+		info, err := c.Info(ctx, "stats", "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := map[string]string{Get: "get", MGet: "mget", HGetAll: "hgetall", HGet: "hget"}[w]
+		reads := 300
+		if w == HGet {
+			reads = 600 // each of the 2 fields
+		}
+		for _, want := range []string{fmt.Sprintf("keyspace_hits:%d\r", reads), "keyspace_misses:0\r", fmt.Sprintf("cmdstat_%s:calls=%d,", cmd, reads)} {
+			if !strings.Contains(info, want) {
+				t.Errorf("%s: INFO lacks %q:\n%s", w, want, info)
+			}
+		}
+	}
+}
+
+func TestPreloadKey(t *testing.T) {
+	t.Parallel()
+	get := Spec{Workload: Get, Keys: 100, Prefix: "p:", Dist: Zipf, ZipfS: 1.01, ValueMin: 100, ValueMax: 100, Pipeline: 1}
+	same := []Spec{get}
+	for _, w := range []string{Set, MGet, Mixed} {
+		s := get
+		s.Workload, s.Pipeline, s.Dist, s.MGetKeys = w, 16, Uniform, 10
+		same = append(same, s)
+	}
+	for _, s := range same {
+		if PreloadKey(s) != PreloadKey(get) {
+			t.Errorf("%s writes what %s does, yet %q != %q", s, get, PreloadKey(s), PreloadKey(get))
+		}
+	}
+	for _, edit := range []func(*Spec){
+		func(s *Spec) { s.Keys = 101 },
+		func(s *Spec) { s.Prefix = "q:" },
+		func(s *Spec) { s.ValueMax = 200 },
+		func(s *Spec) { s.Workload, s.TTL = Session, 60 },
+		func(s *Spec) { s.Workload, s.HashFields = HGetAll, 4 },
+		func(s *Spec) { s.Workload = Incr },
+	} {
+		s := get
+		edit(&s)
+		if PreloadKey(s) == PreloadKey(get) {
+			t.Errorf("%s and %s share the preload key %q", s, get, PreloadKey(s))
+		}
 	}
 }

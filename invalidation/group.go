@@ -3,7 +3,6 @@ package invalidation
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -103,16 +102,7 @@ type GroupStats struct {
 // dialled at its own address (with Options.TLSConfig). It panics where New
 // would.
 func NewGroup(cfg Config, topology func() *cluster.Topology, t Target) *Group {
-	if cfg.Options == nil {
-		panic("invalidation: Config.Options is nil")
-	}
-	switch cfg.Mode {
-	case "":
-		cfg.Mode = Keyspace
-	case Keyspace, Tracking:
-	default:
-		panic(fmt.Sprintf("invalidation: unknown Config.Mode %q", cfg.Mode))
-	}
+	cfg.mustCheck()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()

@@ -235,10 +235,9 @@ type Subscriber struct {
 	cur   *session   // the session under way, for Restart; nil between sessions
 }
 
-// New returns a Subscriber for cfg and suspends t at once: nothing may be
-// cached before the first stream is trusted. It panics if cfg.Options is nil or
-// cfg.Mode unknown.
-func New(cfg Config, t Target) *Subscriber {
+// mustCheck panics if Options is nil or Mode unknown, and fills in the
+// default Mode.
+func (cfg *Config) mustCheck() {
 	if cfg.Options == nil {
 		panic("invalidation: Config.Options is nil")
 	}
@@ -249,6 +248,13 @@ func New(cfg Config, t Target) *Subscriber {
 	default:
 		panic(fmt.Sprintf("invalidation: unknown Config.Mode %q", cfg.Mode))
 	}
+}
+
+// New returns a Subscriber for cfg and suspends t at once: nothing may be
+// cached before the first stream is trusted. It panics if cfg.Options is nil or
+// cfg.Mode unknown.
+func New(cfg Config, t Target) *Subscriber {
+	cfg.mustCheck()
 	t.Suspend()
 	o := *cfg.Options
 	o.Protocol = 2

@@ -2,10 +2,11 @@ package sentinel
 
 import (
 	"fmt"
-	"net"
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/cacheproxy/cacheproxy/internal/hostlist"
 )
 
 // Scheme starts a Sentinel upstream URL.
@@ -37,40 +38,14 @@ func ParseURL(s string) (*URL, error) {
 	u := &URL{}
 	rest, query, _ := strings.Cut(rest, "?")
 	authority, path, _ := strings.Cut(rest, "/")
-	if at := strings.LastIndex(authority, "@"); at >= 0 {
-		user, pass, hasPass := strings.Cut(authority[:at], ":")
-		var err error
-		if u.Username, err = url.PathUnescape(user); err != nil {
-			return nil, fmt.Errorf("bad user name escape: %v", err)
-		}
-		if hasPass {
-			if u.Password, err = url.PathUnescape(pass); err != nil {
-				return nil, fmt.Errorf("bad password escape")
-			}
-		}
-		authority = authority[at+1:]
-	}
-	if authority == "" {
-		return nil, fmt.Errorf("names no sentinel (host:port)")
-	}
-	for _, hp := range strings.Split(authority, ",") {
-		host, port, err := net.SplitHostPort(hp)
-		if err != nil {
-			return nil, fmt.Errorf("sentinel %q is not host:port", hp)
-		}
-		if host == "" {
-			return nil, fmt.Errorf("sentinel %q has no host", hp)
-		}
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return nil, fmt.Errorf("sentinel %q has a bad port (1..65535)", hp)
-		}
-		u.Sentinels = append(u.Sentinels, hp)
+	var err error
+	if u.Username, u.Password, u.Sentinels, err = hostlist.Parse(authority, "sentinel"); err != nil {
+		return nil, err
 	}
 	master, db, hasDB := strings.Cut(path, "/")
 	if master == "" {
 		return nil, fmt.Errorf("names no master: the path must be /master-name[/db]")
 	}
-	var err error
 	if u.Master, err = url.PathUnescape(master); err != nil {
 		return nil, fmt.Errorf("bad master name escape: %v", err)
 	}

@@ -2,10 +2,9 @@ package cluster
 
 import (
 	"fmt"
-	"net"
-	"net/url"
-	"strconv"
 	"strings"
+
+	"github.com/cacheproxy/cacheproxy/internal/hostlist"
 )
 
 // Scheme starts a cluster upstream URL.
@@ -33,47 +32,14 @@ func ParseURL(s string) (*URL, error) {
 	}
 	u := &URL{}
 	authority, path, _ := strings.Cut(rest, "/")
-	if at := strings.LastIndex(authority, "@"); at >= 0 {
-		user, pass, hasPass := strings.Cut(authority[:at], ":")
-		var err error
-		if u.Username, err = url.PathUnescape(user); err != nil {
-			return nil, fmt.Errorf("bad user name escape: %v", err)
-		}
-		if hasPass {
-			if u.Password, err = url.PathUnescape(pass); err != nil {
-				return nil, fmt.Errorf("bad password escape")
-			}
-		}
-		authority = authority[at+1:]
-	}
-	if authority == "" {
-		return nil, fmt.Errorf("names no seed node (host:port)")
-	}
-	for _, hp := range strings.Split(authority, ",") {
-		if err := checkSeed(hp); err != nil {
-			return nil, err
-		}
-		u.Seeds = append(u.Seeds, hp)
+	var err error
+	if u.Username, u.Password, u.Seeds, err = hostlist.Parse(authority, "seed"); err != nil {
+		return nil, err
 	}
 	if path != "" && path != "0" {
 		return nil, fmt.Errorf("names database %q: a cluster has database 0 alone", path)
 	}
 	return u, nil
-}
-
-// checkSeed checks that hp is host:port.
-func checkSeed(hp string) error {
-	host, port, err := net.SplitHostPort(hp)
-	if err != nil {
-		return fmt.Errorf("seed %q is not host:port", hp)
-	}
-	if host == "" {
-		return fmt.Errorf("seed %q has no host", hp)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("seed %q has a bad port (1..65535)", hp)
-	}
-	return nil
 }
 
 // SeedsURL is the cluster URL of seeds given as a list (host:port each),
@@ -83,7 +49,7 @@ func SeedsURL(seeds []string) (string, error) {
 		return "", fmt.Errorf("lists no seed node")
 	}
 	for _, hp := range seeds {
-		if err := checkSeed(hp); err != nil {
+		if err := hostlist.Check(hp, "seed"); err != nil {
 			return "", err
 		}
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/tidwall/redcon"
@@ -24,8 +25,11 @@ type client struct {
 	built int64
 	id    int64
 	hint  uint64 // keeps this client's batches on one shared upstream connection
-	db    int
-	name  string
+	// killed: a CLIENT KILL closed the client, which Redis frees at once, so
+	// no later KILL finds it while its goroutine is still winding down.
+	killed atomic.Bool
+	db     int
+	name   string
 	// proto is the RESP version the client speaks, 2 or 3 (HELLO): it picks
 	// the upstream pool and the L1 entries its replies come from.
 	proto int

@@ -374,7 +374,7 @@ func (c *client) clientKill(args [][]byte) {
 func (r *registry) filter(keep func(*client) bool) []*client {
 	var out []*client
 	for _, o := range r.snapshot() {
-		if keep(o) {
+		if !o.killed.Load() && keep(o) {
 			out = append(out, o)
 		}
 	}
@@ -385,6 +385,7 @@ func (r *registry) filter(keep func(*client) bool) []*client {
 // and this client's own once its reply has been written, as Redis does.
 func (c *client) kill(victims []*client) {
 	for _, o := range victims {
+		o.killed.Store(true)
 		if o == c {
 			c.closeAfterReply()
 			continue

@@ -12,6 +12,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"io/fs"
 	"maps"
@@ -20,6 +23,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -380,13 +384,14 @@ func TestDashboardAsksForExistingMetrics(t *testing.T) {
 }
 
 // checkMetricsExist fails t for every cacheproxy metric named in text (by
-// what) that the proxy does not export, and returns how many it names.
+// what) that neither the proxy package nor cmd/cacheproxy exports, and returns
+// how many it names.
 func checkMetricsExist(t *testing.T, what, text string) int {
 	t.Helper()
+	exported := commandMetrics(t)
 	var rec recorder
 	m := proxy.NewMetrics(&rec)
 	m.ObserveSubscriber(func() invalidation.State { return invalidation.State{} })
-	exported := map[string]bool{}
 	ch := make(chan *prometheus.Desc, 256)
 	go func() {
 		for _, c := range rec {
@@ -411,6 +416,66 @@ func checkMetricsExist(t *testing.T, what, text string) int {
 		}
 	}
 	return len(used)
+}
+
+// commandMetrics are the metrics cmd/cacheproxy registers beside the proxy
+// package's (those of a Sentinel or a cluster upstream). Package main cannot be
+// imported, so they are read from its sources (tests excluded): the name given
+// to every prometheus.NewDesc and in every prometheus.*Opts literal. A name
+// not written as a string literal there is not found, and its queries fail.
+func commandMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	paths, err := filepath.Glob("../cmd/cacheproxy/*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	name := func(e ast.Expr) {
+		if lit, ok := e.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+			if s, err := strconv.Unquote(lit.Value); err == nil {
+				out[s] = true
+			}
+		}
+	}
+	isProm := func(e ast.Expr, sel func(string) bool) bool {
+		s, ok := e.(*ast.SelectorExpr)
+		if !ok {
+			return false
+		}
+		pkg, ok := s.X.(*ast.Ident)
+		return ok && pkg.Name == "prometheus" && sel(s.Sel.Name)
+	}
+	fset := token.NewFileSet()
+	for _, path := range paths {
+		if strings.HasSuffix(path, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.CallExpr:
+				if len(n.Args) > 0 && isProm(n.Fun, func(s string) bool { return s == "NewDesc" }) {
+					name(n.Args[0])
+				}
+			case *ast.CompositeLit:
+				if isProm(n.Type, func(s string) bool { return strings.HasSuffix(s, "Opts") }) {
+					for _, el := range n.Elts {
+						if kv, ok := el.(*ast.KeyValueExpr); ok && fmt.Sprint(kv.Key) == "Name" {
+							name(kv.Value)
+						}
+					}
+				}
+			}
+			return true
+		})
+	}
+	if !out["cacheproxy_cluster_masters"] || !out["cacheproxy_cluster_stream_subscribed"] {
+		t.Fatalf("cmd/cacheproxy's sources register %v: the scan misses what they register", slices.Sorted(maps.Keys(out)))
+	}
+	return out
 }
 
 // recorder is a Registerer that keeps what it is given.

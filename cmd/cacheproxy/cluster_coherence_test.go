@@ -124,6 +124,7 @@ func testDirectWritesReachL1(t *testing.T, rc *redistest.Cluster, url, config st
 	if !containsLine(s, "cacheproxy_cluster_masters 3") {
 		t.Errorf("/metrics lacks cacheproxy_cluster_masters 3")
 	}
+	checkClusterMetricsExported(t, s)
 	problems, err := promlint.New(strings.NewReader(s)).Lint()
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -64,6 +65,47 @@ func dashboardQueries(t *testing.T) []string {
 }
 
 var reGrafanaVar = regexp.MustCompile(`\$\{?(\w+)\}?`)
+
+var (
+	reMetric        = regexp.MustCompile(`cacheproxy_[a-z0-9_]+`)
+	reClusterMetric = regexp.MustCompile(`^cacheproxy_cluster_`)
+)
+
+// clusterOnly reports whether every metric expr names is one the proxy
+// exports only with a redis-cluster:// upstream: in front of one Redis such a
+// query has no data, and in front of a cluster
+// TestClusterCoherence/steady/DirectWritesReachL1 finds its metrics.
+func clusterOnly(expr string) bool {
+	names := reMetric.FindAllString(expr, -1)
+	return len(names) > 0 && !slices.ContainsFunc(names, func(n string) bool { return !reClusterMetric.MatchString(n) })
+}
+
+// checkClusterMetricsExported fails t for every cluster metric that the
+// dashboard or the alerting rules name and the scrape s, of a proxy in front
+// of a Redis Cluster, lacks.
+func checkClusterMetricsExported(t *testing.T, s string) {
+	t.Helper()
+	var text strings.Builder
+	text.WriteString(strings.Join(dashboardQueries(t), "\n"))
+	alerts, err := os.ReadFile(alertsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text.Write(alerts)
+	n := 0
+	for _, name := range reMetric.FindAllString(text.String(), -1) {
+		if !reClusterMetric.MatchString(name) {
+			continue
+		}
+		n++
+		if !strings.Contains(s, "\n# TYPE "+name+" ") {
+			t.Errorf("the dashboard or the alerts ask for %s, which a proxy in front of a cluster does not export", name)
+		}
+	}
+	if n < 10 {
+		t.Errorf("the dashboard and the alerts name cluster metrics only %d times", n)
+	}
+}
 
 // grafanaSubst replaces the dashboard's variables with concrete values as
 // Grafana would; a variable it does not know fails t.
@@ -160,8 +202,9 @@ scrape_configs:
 // TestDashboardAgainstPrometheus runs traffic through the proxy (hits, misses,
 // writes, a reload) while a real Prometheus scrapes it, then evaluates every
 // query of the Grafana dashboard, its variables replaced as Grafana would, and
-// requires each to return data; the alerting rules must load and evaluate
-// without error, and none may be active on a healthy proxy.
+// requires each to return data, except the cluster row's (clusterOnly): in
+// front of one Redis those must return none. The alerting rules must load and
+// evaluate without error, and none may be active on a healthy proxy.
 func TestDashboardAgainstPrometheus(t *testing.T) {
 	queries := dashboardQueries(t)
 	if len(queries) < 20 {
@@ -201,18 +244,23 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 		"datasource":      "prometheus",
 	}
 	type sample struct{ Metric map[string]string }
-	var empty []string
+	var empty, cluster []string
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		traffic() // keeps the rates above zero
-		empty = empty[:0]
+		empty, cluster = empty[:0], cluster[:0]
 		for _, q := range queries {
 			expr := grafanaSubst(t, q, vars)
 			var res struct{ Result []sample }
 			if err := promAPI(prom, "/api/v1/query", url.Values{"query": {expr}}, &res); err != nil {
 				t.Fatalf("query %s: %v", expr, err)
 			}
-			if len(res.Result) == 0 {
+			switch {
+			case clusterOnly(q) && len(res.Result) > 0:
+				t.Fatalf("the cluster query %s has data in front of one Redis: %v", expr, res.Result)
+			case clusterOnly(q):
+				cluster = append(cluster, expr)
+			case len(res.Result) == 0:
 				empty = append(empty, expr)
 			}
 		}
@@ -223,6 +271,9 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 	}
 	for _, expr := range empty {
 		t.Errorf("no data for the dashboard's query %s", expr)
+	}
+	if len(cluster) == 0 || len(queries)-len(cluster) < 20 {
+		t.Errorf("%d of the dashboard's %d queries are the cluster row's", len(cluster), len(queries))
 	}
 
 	// The instance variable's own query, label_values(cacheproxy_connected_clients, instance).

@@ -398,3 +398,45 @@ func CommandArgs(req []byte, dst [][]byte) ([][]byte, bool) {
 	}
 	return dst, pos == len(req)
 }
+
+// Integer reads an integer reply (":12\r\n") and nothing more.
+func Integer(reply []byte) (int64, bool) {
+	if len(reply) == 0 || reply[0] != ':' {
+		return 0, false
+	}
+	content, pos, ok := replyLine(reply, 0)
+	if !ok || pos != len(reply) {
+		return 0, false
+	}
+	return parseLL(content)
+}
+
+// ArrayBody splits an array reply into its element count and the bytes of
+// its elements, unchecked; a nil array is not one.
+func ArrayBody(reply []byte) (int, []byte, bool) {
+	if len(reply) == 0 || reply[0] != '*' {
+		return 0, nil, false
+	}
+	content, pos, ok := replyLine(reply, 0)
+	if !ok {
+		return 0, nil, false
+	}
+	n, ok := parseLL(content)
+	if !ok || n < 0 {
+		return 0, nil, false
+	}
+	return int(n), reply[pos:], true
+}
+
+// BulkLen reads the length of the bulk string b starts with (not a nil one).
+func BulkLen(b []byte) (int, bool) {
+	if len(b) == 0 || b[0] != '$' {
+		return 0, false
+	}
+	content, _, ok := replyLine(b, 0)
+	if !ok {
+		return 0, false
+	}
+	n, ok := parseLL(content)
+	return int(n), ok && n >= 0
+}

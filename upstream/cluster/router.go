@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tidwall/redcon"
+
 	"github.com/cacheproxy/cacheproxy/resp"
 	"github.com/cacheproxy/cacheproxy/upstream"
 )
@@ -340,8 +342,8 @@ func (w *work) split(req []byte, args, elems [][]byte, stride int, m merge) {
 		}
 		p := part{addr: addr, slot: slot, pos: len(w.pos), npos: count}
 		start := len(w.arena)
-		w.arena = appendArrayHeader(w.arena, 1+count*stride)
-		w.arena = appendBulk(w.arena, args[0])
+		w.arena = redcon.AppendArray(w.arena, 1+count*stride)
+		w.arena = redcon.AppendBulk(w.arena, args[0])
 		for j := i; j < n; j++ {
 			if w.slots[j] != slot {
 				continue
@@ -349,7 +351,7 @@ func (w *work) split(req []byte, args, elems [][]byte, stride int, m merge) {
 			done[j] = true
 			w.pos = append(w.pos, j)
 			for k := 0; k < stride; k++ {
-				w.arena = appendBulk(w.arena, elems[j*stride+k])
+				w.arena = redcon.AppendBulk(w.arena, elems[j*stride+k])
 			}
 		}
 		p.req = w.arena[start:len(w.arena):len(w.arena)]
@@ -659,15 +661,15 @@ func (w *work) merged(c *call) []byte {
 	case mergeSum:
 		var sum int64
 		for _, p := range parts {
-			n, ok := integer(p.reply)
+			n, ok := resp.Integer(p.reply)
 			if !ok {
 				return p.reply
 			}
 			sum += n
 		}
-		w.arena = appendInt(w.arena, sum)
+		w.arena = redcon.AppendInt(w.arena, sum)
 	case mergeArray:
-		w.arena = appendArrayHeader(w.arena, c.keys)
+		w.arena = redcon.AppendArray(w.arena, c.keys)
 		w.elems = w.elems[:0]
 		for range c.keys {
 			w.elems = append(w.elems, nil)
@@ -687,15 +689,15 @@ func (w *work) merged(c *call) []byte {
 	case mergeConcat:
 		total := 0
 		for _, p := range parts {
-			n, _, ok := arrayBody(p.reply)
+			n, _, ok := resp.ArrayBody(p.reply)
 			if !ok {
 				return p.reply
 			}
 			total += n
 		}
-		w.arena = appendArrayHeader(w.arena, total)
+		w.arena = redcon.AppendArray(w.arena, total)
 		for _, p := range parts {
-			_, body, _ := arrayBody(p.reply)
+			_, body, _ := resp.ArrayBody(p.reply)
 			w.arena = append(w.arena, body...)
 		}
 	case mergeAnd:
@@ -703,7 +705,7 @@ func (w *work) merged(c *call) []byte {
 		if !ok {
 			return parts[0].reply
 		}
-		w.arena = appendArrayHeader(w.arena, len(first))
+		w.arena = redcon.AppendArray(w.arena, len(first))
 		for i := range first {
 			all := true
 			for _, p := range parts {
@@ -715,9 +717,9 @@ func (w *work) merged(c *call) []byte {
 				all = all && string(got[i]) == ":1\r\n"
 			}
 			if all {
-				w.arena = appendInt(w.arena, 1)
+				w.arena = redcon.AppendInt(w.arena, 1)
 			} else {
-				w.arena = appendInt(w.arena, 0)
+				w.arena = redcon.AppendInt(w.arena, 0)
 			}
 		}
 	case mergeNonNil:

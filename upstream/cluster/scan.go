@@ -4,6 +4,8 @@ import (
 	"strconv"
 
 	"github.com/tidwall/redcon"
+
+	"github.com/cacheproxy/cacheproxy/resp"
 )
 
 // SCAN walks the masters in turn, each from cursor 0 to its end. The cursor
@@ -54,11 +56,11 @@ func (w *work) scanReply(c *call, reply []byte) []byte {
 	if len(reply) == 0 || reply[0] != '*' {
 		return reply
 	}
-	n, body, ok := arrayBody(reply)
+	n, body, ok := resp.ArrayBody(reply)
 	if !ok || n != 2 {
 		return reply
 	}
-	l, ok := bulkLen(body)
+	l, ok := resp.BulkLen(body)
 	if !ok {
 		return reply
 	}

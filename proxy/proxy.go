@@ -13,7 +13,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -212,7 +211,9 @@ func New(o Options) (*Server, error) {
 	return s, nil
 }
 
-// Serve accepts clients on ln until Close. It returns nil after Close. It may
+// Serve accepts clients on ln until Close, riding out failed accepts (out
+// of file descriptors) with a pause and a warning; it returns nil after
+// Close. It may
 // run on several listeners at once (a plain port and a TLS one, made with
 // tls.NewListener), each in its own call.
 func (s *Server) Serve(ln net.Listener) error {
@@ -225,13 +226,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.srvs, s.lns = append(s.srvs, srv), append(s.lns, ln)
 	s.mu.Unlock()
-	err := srv.serve()
-	if s.ctx.Err() != nil {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("proxy: serve %s: %w", ln.Addr(), err)
-	}
+	srv.serve()
 	return nil
 }
 

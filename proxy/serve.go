@@ -33,9 +33,9 @@ func newListener(s *Server, ln net.Listener) *listener {
 	return &listener{ln: ln, s: s, timeout: s.lim.Timeout, conns: map[*loopConn]struct{}{}}
 }
 
-// serve accepts clients until the listener fails or Close; it then closes
-// every connection it still serves.
-func (l *listener) serve() error {
+// serve accepts clients until Close, riding out failed accepts; it then
+// closes every connection it still serves.
+func (l *listener) serve() {
 	defer func() {
 		l.ln.Close()
 		l.mu.Lock()
@@ -45,6 +45,7 @@ func (l *listener) serve() error {
 		}
 		l.conns = nil
 	}()
+	var pause time.Duration
 	for {
 		nc, err := l.ln.Accept()
 		if err != nil {
@@ -52,20 +53,23 @@ func (l *listener) serve() error {
 			done := l.done
 			l.mu.Unlock()
 			if done || errors.Is(err, net.ErrClosed) {
-				return nil
+				return
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return err
+			// Out of file descriptors, or a connection reset before it was
+			// accepted: serving the clients already here matters more, and
+			// the next accept may succeed. Pause, so as not to spin.
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			l.s.log.Warn("accepting a client failed; retrying", "addr", l.ln.Addr().String(), "err", err, "retry_in", pause)
+			time.Sleep(pause)
+			continue
 		}
+		pause = 0
 		c := &loopConn{nc: nc, addr: nc.RemoteAddr().String(), wr: redcon.NewWriter(nc), rd: resp.NewCommandReader(nc)}
 		l.mu.Lock()
 		if l.conns == nil {
 			l.mu.Unlock()
 			nc.Close()
-			return nil
+			return
 		}
 		l.conns[c] = struct{}{}
 		l.mu.Unlock()

@@ -295,6 +295,7 @@ func (s *session) flush(b *upstream.Batch) bool {
 		reply := s.seg.Reply(j)
 		if redirection(reply) != 0 {
 			if s.pinned() || s.multi {
+				s.r.c.refreshSoon() // so that the client's next try meets the new map
 				reply = replyUnsettled
 			} else {
 				reply = s.follow(s.seg.Request(j), reply)

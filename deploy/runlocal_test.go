@@ -61,44 +61,48 @@ func runLocal(t *testing.T, bin string, sig syscall.Signal, r *redistest.Server)
 		}
 		return addr
 	}
-	redisAddr := free()
-	if r != nil {
-		redisAddr = r.Addr()
-	}
-	listen, metrics := free(), free()
-	_, port, _ := strings.Cut(redisAddr, ":")
-	cmd := exec.Command("./run-local.sh", bin, "cacheproxy.example.yaml", "--listen", listen, "--metrics", metrics)
-	tmp := t.TempDir() // the script's mktemp makes Redis's directory here
-	cmd.Env = append(os.Environ(), "REDIS_PORT="+port, "TMPDIR="+tmp)
-	logs := &syncbuf.Buffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			<-exited
+	// The ports are free when picked, but other tests (a cluster's nodes
+	// and buses) may take one before the script binds it: try again with
+	// new ones when a bind lost that race (bounded).
+	var (
+		redisAddr, listen, metrics, tmp string
+		cmd                             *exec.Cmd
+		logs                            *syncbuf.Buffer
+		exited                          chan error
+	)
+	for attempt := 1; ; attempt++ {
+		redisAddr = free()
+		if r != nil {
+			redisAddr = r.Addr()
 		}
-	})
-
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + metrics + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
+		listen, metrics = free(), free()
+		_, port, _ := strings.Cut(redisAddr, ":")
+		cmd = exec.Command("./run-local.sh", bin, "cacheproxy.example.yaml", "--listen", listen, "--metrics", metrics)
+		tmp = t.TempDir() // the script's mktemp makes Redis's directory here
+		cmd.Env = append(os.Environ(), "REDIS_PORT="+port, "TMPDIR="+tmp)
+		logs = &syncbuf.Buffer{}
+		cmd.Stdout, cmd.Stderr = logs, logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited = make(chan error, 1)
+		thisCmd, thisExited := cmd, exited
+		go func() { thisExited <- thisCmd.Wait() }()
+		t.Cleanup(func() {
+			select {
+			case err := <-thisExited:
+				thisExited <- err
+			default:
+				_ = thisCmd.Process.Signal(syscall.SIGTERM)
+				<-thisExited
 			}
+		})
+		if ready(metrics, exited) {
+			break
 		}
-		if time.Now().After(deadline) {
+		if !strings.Contains(strings.ToLower(logs.String()), "address already in use") || attempt == 3 {
 			t.Fatalf("the proxy was not ready within 20s; output:\n%s", logs)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	pid := 0
 	if m := reStarted.FindStringSubmatch(logs.String()); m != nil {
@@ -138,4 +142,26 @@ func runLocal(t *testing.T, bin string, sig syscall.Signal, r *redistest.Server)
 	if dirs, _ := filepath.Glob(filepath.Join(tmp, "*")); len(dirs) != 0 {
 		t.Errorf("the script left %v behind", dirs)
 	}
+}
+
+// ready waits until the proxy's /readyz answers 200 (true), or the script
+// exits or 20s pass (false).
+func ready(metrics string, exited chan error) bool {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + metrics + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return true
+			}
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return false
 }

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +9,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cacheproxy/cacheproxy/internal/redistest"
-	"github.com/cacheproxy/cacheproxy/internal/syncbuf"
 	"github.com/cacheproxy/cacheproxy/upstream/cluster"
 )
 
@@ -24,29 +20,9 @@ import (
 func TestClusterUpstream(t *testing.T) {
 	t.Parallel()
 	rc := redistest.StartCluster(t, redistest.ClusterOptions{})
-	listen, metrics := freeAddr(t), freeAddr(t)
-	file := filepath.Join(t.TempDir(), "cacheproxy.yaml")
-	body := fmt.Sprintf("listen: %s\nmetrics: %s\nupstream: [%s, %s]\n"+
-		"policies:\n  - prefix: \"\"\n    ttl: 30s\nshutdown_grace: 0s\n", listen, metrics, rc.Seeds()[0], rc.Seeds()[1])
-	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncbuf.Buffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"--config", file}, logs, nil) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Errorf("run did not return; log:\n%s", logs)
-		}
-		if t.Failed() {
-			t.Logf("proxy log:\n%s", logs)
-		}
-	})
-	waitReady(t, metrics, logs)
+	p := startProcOn(t, fmt.Sprintf("[%s, %s]", rc.Seeds()[0], rc.Seeds()[1]),
+		"policies:\n  - prefix: \"\"\n    ttl: 30s\nshutdown_grace: 0s\n")
+	listen, metrics, logs := p.listen, p.metrics, p.logs
 	waitFor(t, 10*time.Second, "every master's canary notified", logs, func() bool {
 		return strings.Count(logs.String(), `by="canary notified"`) >= 3
 	})

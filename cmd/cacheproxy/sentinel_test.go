@@ -1,10 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,7 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cacheproxy/cacheproxy/internal/redistest"
-	"github.com/cacheproxy/cacheproxy/internal/syncbuf"
 )
 
 // TestSentinelFailoverUnderLoad runs the proxy on a redis-sentinel:// URL
@@ -37,29 +33,9 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 	replica := redistest.Start(t, redistest.Options{ReplicaOf: primary.Addr()})
 	sent := redistest.StartSentinel(t, primary, redistest.SentinelOptions{})
 
-	listen, metrics := freeAddr(t), freeAddr(t)
-	file := filepath.Join(t.TempDir(), "cacheproxy.yaml")
-	body := fmt.Sprintf("listen: %s\nmetrics: %s\nupstream: redis-sentinel://%s/mymaster/0\n"+
-		"policies:\n  - prefix: \"\"\n    ttl: 30s\nshutdown_grace: 0s\n", listen, metrics, sent.Addr())
-	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncbuf.Buffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"--config", file}, logs, nil) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Errorf("run did not return; log:\n%s", logs)
-		}
-		if t.Failed() {
-			t.Logf("proxy log:\n%s", logs)
-		}
-	})
-	waitReady(t, metrics, logs)
+	p := startProcOn(t, "redis-sentinel://"+sent.Addr()+"/mymaster/0",
+		"policies:\n  - prefix: \"\"\n    ttl: 30s\nshutdown_grace: 0s\n")
+	listen, metrics, logs := p.listen, p.metrics, p.logs
 
 	c := redis.NewClient(&redis.Options{Addr: listen, MaxRetries: -1, PoolSize: 16})
 	defer c.Close()

@@ -658,7 +658,7 @@ func (c *Conn) wake(b *Batch) {
 func (c *Conn) write() {
 	sent, check := 0, readAhead
 	for {
-		written := 0
+		written, busy := 0, false
 		for gathered := false; ; {
 			c.mu.Lock()
 			if c.err != nil {
@@ -666,7 +666,12 @@ func (c *Conn) write() {
 				c.reap()
 				return
 			}
-			busy := c.ihead < len(c.inflight)
+			if written == 0 {
+				// Busy with batches sent before this flush, not with those
+				// it sends: a lone client must not yield (Gosched wakes an
+				// idle thread, a futex call each way) for nobody to join.
+				busy = c.ihead < len(c.inflight)
+			}
 			c.taken, c.queue = c.queue, c.taken[:0]
 			c.push(c.taken)
 			c.mu.Unlock()

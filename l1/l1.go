@@ -700,16 +700,25 @@ func (c *Cache) Invalidate(db int, key []byte) {
 	if c.last != nil {
 		c.last.invalidate(db, key)
 	}
-	g := &c.guards[rand.Uint32()%numGuards]
-	g.RLock()
-	if !c.closed.Load() {
-		c.rc.Del(h)
-	}
-	g.RUnlock()
+	// Whatever ristretto holds or has queued for h was indexed by a Store
+	// under s.mu, which is held here: with no index entry there is nothing to
+	// delete. Most writes are of keys never cached, and ristretto's Del wakes
+	// its goroutine, a futex call each way, for every one.
 	x := &c.index[h>>56]
-	x.mu.Lock()
-	delete(x.m, h) // a colliding key's entry too: a miss, never stale
-	x.mu.Unlock()
+	x.mu.RLock()
+	_, held := x.m[h]
+	x.mu.RUnlock()
+	if held {
+		g := &c.guards[rand.Uint32()%numGuards]
+		g.RLock()
+		if !c.closed.Load() {
+			c.rc.Del(h)
+		}
+		g.RUnlock()
+		x.mu.Lock()
+		delete(x.m, h) // a colliding key's entry too: a miss, never stale
+		x.mu.Unlock()
+	}
 	for p := s.flights[h]; p != nil; p = p.next {
 		if p.db == db && bytes.Equal(p.key(), key) {
 			p.spoiled = true

@@ -45,7 +45,10 @@ func loopbackSuite() []scenario {
 	hit := hitSpec
 	uncached := with(hit, func(s *loadgen.Spec) { s.Prefix = "nocache:" })
 	sc := func(name, desc string, spec loadgen.Spec, conns []int, ceiling bool) scenario {
-		return scenario{Name: name, Description: desc, Spec: spec, Conns: conns, Ceiling: ceiling}
+		// The L1-hit scenarios, those beside the ceiling, read every key once
+		// first: a Zipf workload reaches its rarest keys late, and a lone
+		// client's warmup left one read in twenty a miss, measured as a hit.
+		return scenario{Name: name, Description: desc, Spec: spec, Conns: conns, Ceiling: ceiling, Warm: ceiling}
 	}
 	return []scenario{
 		sc("get-hit-p16", "L1-hit GET, pipeline 16", with(hit, func(s *loadgen.Spec) { s.Pipeline = 16 }), []int{50}, true),

@@ -129,6 +129,11 @@ func TestContract(t *testing.T) {
 		wantMiss(t, c, 0, "k", "b")
 		wantHit(t, c, 0, "other", "a", "3")
 		wantHit(t, c, 1, "k", "a", "4")
+		// A new variant's entry merges the live variants of the one
+		// ristretto holds: Invalidate must have left it nothing to merge.
+		fill(t, c, 0, "k", "b", "6", hour)
+		wantMiss(t, c, 0, "k", "a")
+		wantHit(t, c, 0, "k", "b", "6")
 		fill(t, c, 0, "k", "a", "5", hour)
 		wantHit(t, c, 0, "k", "a", "5")
 	})

@@ -106,32 +106,8 @@ func fakeProxy(args []string) error {
 
 func TestSuiteStartsMeasuresAndStopsEverything(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	wrapper := filepath.Join(dir, "proxy.sh")
-	script := fmt.Sprintf("#!/bin/sh\n%s=1 exec %q \"$@\"\n", fakeProxyEnv, self)
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "results")
-	var stdout, stderr bytes.Buffer
-	err = cli(context.Background(), []string{"suite", "--proxy-bin", wrapper, "--out", out, "--twemproxy", "",
-		"--only", "get-hit-p16,get-hit", "--duration", "100ms", "--rounds", "1", "--warmup", "0"}, &stdout, &stderr)
-	if err != nil {
-		t.Fatalf("suite: %v\nstdout: %s\nstderr: %s", err, stdout.String(), stderr.String())
-	}
-
-	var rep report
-	b, err := os.ReadFile(filepath.Join(out, "results.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
+	out := filepath.Join(t.TempDir(), "results")
+	rep := runSuite(t, out, "--only", "get-hit-p16,get-hit", "--duration", "100ms", "--rounds", "1", "--warmup", "0")
 	if len(rep.Scenarios) != 2 || rep.Scenarios[1].Name != "get-hit" || len(rep.Scenarios[1].Points) != 4 {
 		t.Fatalf("scenarios %+v, want get-hit-p16 and the 4-point get-hit scaling run", rep.Scenarios)
 	}
@@ -179,6 +155,26 @@ func TestSuiteStartsMeasuresAndStopsEverything(t *testing.T) {
 	}
 }
 
+// runSuite runs bench suite with the fake proxy, without twemproxy, writing
+// to out, and returns the report it wrote.
+func runSuite(t *testing.T, out string, args ...string) report {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	args = append([]string{"suite", "--proxy-bin", fakeProxyBin(t), "--out", out, "--twemproxy", ""}, args...)
+	if err := cli(context.Background(), args, &stdout, &stderr); err != nil {
+		t.Fatalf("suite: %v\nstdout: %s\nstderr: %s", err, stdout.String(), stderr.String())
+	}
+	var rep report
+	b, err := os.ReadFile(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
 // fakeProxyBin is a script that starts the test binary as the fake proxy.
 func fakeProxyBin(t *testing.T) string {
 	t.Helper()
@@ -204,21 +200,7 @@ func TestSuiteRemoteScenariosCrossTheRelay(t *testing.T) {
 		t.Skip("the latency relay runs on Linux only")
 	}
 	out := filepath.Join(t.TempDir(), "results")
-	var stdout, stderr bytes.Buffer
-	err := cli(context.Background(), []string{"suite", "--proxy-bin", fakeProxyBin(t), "--out", out, "--twemproxy", "",
-		"--only", "remote-100us-get-hit,remote-500us-set", "--remote-duration", "100ms", "--rounds", "1", "--remote-warmup", "0"},
-		&stdout, &stderr)
-	if err != nil {
-		t.Fatalf("suite: %v\nstdout: %s\nstderr: %s", err, stdout.String(), stderr.String())
-	}
-	var rep report
-	b, err := os.ReadFile(filepath.Join(out, "results.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep := runSuite(t, out, "--only", "remote-100us-get-hit,remote-500us-set", "--remote-duration", "100ms", "--rounds", "1", "--remote-warmup", "0")
 	if len(rep.Scenarios) != 2 {
 		t.Fatalf("scenarios %+v, want the two asked for", rep.Scenarios)
 	}

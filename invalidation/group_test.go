@@ -24,13 +24,7 @@ const clusterWait = 60 * time.Second
 
 func waitLong(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(clusterWait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", clusterWait, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitWithin(t, clusterWait, what, cond)
 }
 
 type groupHarness struct {
@@ -65,26 +59,7 @@ func runGroup(t *testing.T, rc *redistest.Cluster, mode Mode) *groupHarness {
 		PollInterval:   20 * time.Millisecond,
 		Logger:         slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}, cl.Topology, h.rec)
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- h.g.Run(rctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v", err)
-			}
-		case <-time.After(clusterWait):
-			t.Errorf("Run did not return within %v of cancel", clusterWait)
-		}
-		if calls := h.rec.snapshot(); len(calls) > 0 && calls[len(calls)-1].op == "resume" {
-			t.Errorf("Target left resumed after Run returned")
-		}
-		if t.Failed() {
-			t.Logf("group log:\n%s", h.logs)
-		}
-	})
+	runUntilCleanup(t, h.g.Run, h.rec, h.logs, clusterWait, "group")
 	select {
 	case <-h.g.Ready():
 	case <-time.After(clusterWait):

@@ -125,13 +125,44 @@ func (r *recorder) waitInvalidate(t *testing.T, db int, key string) {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
+	waitWithin(t, waitLimit, what, cond)
+}
+
+func waitWithin(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitLimit, what)
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// runUntilCleanup runs run in the background until the test ends, then
+// checks that it returns within limit of its cancel, with the Target not left
+// resumed, and logs what (the subscriber's or group's log) if the test failed.
+func runUntilCleanup(t *testing.T, run func(context.Context) error, rec *recorder, logs *syncbuf.Buffer, limit time.Duration, what string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run returned %v", err)
+			}
+		case <-time.After(limit):
+			t.Errorf("Run did not return within %v of cancel", limit)
+		}
+		if calls := rec.snapshot(); len(calls) > 0 && calls[len(calls)-1].op == "resume" {
+			t.Errorf("Target left resumed after Run returned")
+		}
+		if t.Failed() {
+			t.Logf("%s log:\n%s", what, logs)
+		}
+	})
 }
 
 type harness struct {
@@ -167,26 +198,7 @@ func run(t *testing.T, cfg Config, tweaks ...func(*Subscriber)) *harness {
 	for _, tweak := range tweaks {
 		tweak(h.sub)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.sub.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v", err)
-			}
-		case <-time.After(waitLimit):
-			t.Errorf("Run did not return within %v of cancel", waitLimit)
-		}
-		if calls := h.rec.snapshot(); len(calls) > 0 && calls[len(calls)-1].op == "resume" {
-			t.Errorf("Target left resumed after Run returned")
-		}
-		if t.Failed() {
-			t.Logf("subscriber log:\n%s", h.logs)
-		}
-	})
+	runUntilCleanup(t, h.sub.Run, h.rec, h.logs, waitLimit, "subscriber")
 	return h
 }
 

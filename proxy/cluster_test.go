@@ -7,46 +7,28 @@ import (
 	"github.com/cacheproxy/cacheproxy/internal/redistest"
 )
 
-// TestCluster runs every proxy test that needs a Redis Cluster against one
-// cluster, since starting one costs seconds: first those that leave its
-// topology alone, side by side, each with keys of its own; then, one at a
-// time, those that flush it or move slots and masters.
+// TestCluster runs every proxy test that needs a Redis Cluster on one (see
+// redistest.RunClusterTests).
 func TestCluster(t *testing.T) {
 	t.Parallel()
-	rc := redistest.StartCluster(t, redistest.ClusterOptions{})
-	t.Run("steady", func(t *testing.T) {
-		for _, tc := range clusterSteady {
-			t.Run(tc.name, func(t *testing.T) {
-				t.Parallel()
-				tc.f(t, rc.For(t))
-			})
-		}
-	})
-	for _, tc := range clusterMoving {
-		t.Run(tc.name, func(t *testing.T) { tc.f(t, rc.For(t)) })
-	}
+	redistest.RunClusterTests(t, clusterSteady, clusterMoving)
 }
 
-type clusterTest struct {
-	name string
-	f    func(t *testing.T, rc *redistest.Cluster)
+var clusterSteady = []redistest.ClusterTest{
+	{Name: "Compat", F: testClusterCompat},
+	{Name: "CrossSlot", F: testClusterCrossSlot},
+	{Name: "HashTags", F: testClusterHashTags},
+	{Name: "Select", F: testClusterSelect},
+	{Name: "Sessions", F: testClusterSessions},
+	{Name: "ShardPubSub", F: testClusterShardPubSub},
+	{Name: "Monitor", F: testClusterMonitor},
 }
 
-var clusterSteady = []clusterTest{
-	{"Compat", testClusterCompat},
-	{"CrossSlot", testClusterCrossSlot},
-	{"HashTags", testClusterHashTags},
-	{"Select", testClusterSelect},
-	{"Sessions", testClusterSessions},
-	{"ShardPubSub", testClusterShardPubSub},
-	{"Monitor", testClusterMonitor},
-}
-
-var clusterMoving = []clusterTest{
-	{"Keyless", testClusterKeyless},
-	{"Migration", testClusterMigration},
-	{"Reshard", testClusterReshard},
-	{"Failover", testClusterFailover},
+var clusterMoving = []redistest.ClusterTest{
+	{Name: "Keyless", F: testClusterKeyless},
+	{Name: "Migration", F: testClusterMigration},
+	{Name: "Reshard", F: testClusterReshard},
+	{Name: "Failover", F: testClusterFailover},
 }
 
 // testClusterCompat runs the compatibility groups through a proxy in front of

@@ -36,6 +36,32 @@ type Cluster struct {
 	*nodeSet
 }
 
+// ClusterTest is a test that runs on a cluster shared with others (see
+// RunClusterTests).
+type ClusterTest struct {
+	Name string
+	F    func(t *testing.T, rc *Cluster)
+}
+
+// RunClusterTests starts one cluster for a package's tests, since starting
+// one costs seconds, and runs on it first the steady tests, which leave its
+// topology alone, side by side (each keeps to keys of its own), then, one at a
+// time, the moving ones, which flush it or move slots and masters.
+func RunClusterTests(t *testing.T, steady, moving []ClusterTest) {
+	rc := StartCluster(t, ClusterOptions{})
+	t.Run("steady", func(t *testing.T) {
+		for _, tc := range steady {
+			t.Run(tc.Name, func(t *testing.T) {
+				t.Parallel()
+				tc.F(t, rc.For(t))
+			})
+		}
+	})
+	for _, tc := range moving {
+		t.Run(tc.Name, func(t *testing.T) { tc.F(t, rc.For(t)) })
+	}
+}
+
 // nodeSet is what every view of a cluster (see For) shares.
 type nodeSet struct {
 	nodes []*Server

@@ -11,40 +11,22 @@ import (
 	"github.com/cacheproxy/cacheproxy/upstream"
 )
 
-// TestCluster runs every test of the package that needs a cluster against one
-// cluster, since starting one costs seconds: first those that leave its
-// topology alone, side by side, each with keys of its own; then, one at a
-// time, those that move slots or masters.
+// TestCluster runs every test of the package that needs a cluster on one
+// (see redistest.RunClusterTests).
 func TestCluster(t *testing.T) {
 	t.Parallel()
-	rc := redistest.StartCluster(t, redistest.ClusterOptions{})
-	t.Run("steady", func(t *testing.T) {
-		for _, tc := range steadyTests {
-			t.Run(tc.name, func(t *testing.T) {
-				t.Parallel()
-				tc.f(t, rc.For(t))
-			})
-		}
-	})
-	for _, tc := range movingTests {
-		t.Run(tc.name, func(t *testing.T) { tc.f(t, rc.For(t)) })
-	}
+	redistest.RunClusterTests(t, steadyTests, movingTests)
 }
 
-type clusterTest struct {
-	name string
-	f    func(t *testing.T, rc *redistest.Cluster)
+var steadyTests = []redistest.ClusterTest{
+	{Name: "TopologyMatchesNodes", F: testTopologyMatchesNodes},
+	{Name: "RouterBatch", F: testRouterBatch},
+	{Name: "SessionMoves", F: testSessionMoves},
 }
 
-var steadyTests = []clusterTest{
-	{"TopologyMatchesNodes", testTopologyMatchesNodes},
-	{"RouterBatch", testRouterBatch},
-	{"SessionMoves", testSessionMoves},
-}
-
-var movingTests = []clusterTest{
-	{"RouterFollowsMigration", testRouterFollowsMigration},
-	{"TopologyFollowsFailover", testTopologyFollowsFailover},
+var movingTests = []redistest.ClusterTest{
+	{Name: "RouterFollowsMigration", F: testRouterFollowsMigration},
+	{Name: "TopologyFollowsFailover", F: testTopologyFollowsFailover},
 }
 
 // newCluster starts a Cluster on rc, closed when the test ends.

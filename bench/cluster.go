@@ -111,19 +111,17 @@ func clusterCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	tmp, err := os.MkdirTemp("", "bench-cluster-")
+	l, err := newLauncher(ctx, "cluster")
 	if err != nil {
-		return fmt.Errorf("cluster: %w", err)
+		return err
 	}
-	defer os.RemoveAll(tmp)
-	l := &launcher{ctx: ctx, dir: tmp}
-	defer l.stopAll()
+	defer l.close()
 
 	seeds, err := startCluster(ctx, l, redisPath, cliPath)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	configPath := filepath.Join(tmp, "cacheproxy.yaml")
+	configPath := filepath.Join(l.dir, "cacheproxy.yaml")
 	if err := os.WriteFile(configPath, []byte(proxyConfig), 0o644); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}

@@ -102,12 +102,22 @@ func (p *process) waitReady(ctx context.Context, addr string) error {
 	}
 }
 
-// launcher starts servers on free loopback ports, their logs in dir, and
-// stops them all, last started first.
+// launcher starts servers on free loopback ports, their logs and files in a
+// temporary dir, and stops them all, last started first, and removes dir.
 type launcher struct {
 	ctx   context.Context
 	dir   string
 	procs []*process
+}
+
+// newLauncher makes a launcher whose dir is a new temporary directory named
+// after cmd; close stops what it started and removes the directory.
+func newLauncher(ctx context.Context, cmd string) (*launcher, error) {
+	dir, err := os.MkdirTemp("", "bench-"+cmd+"-")
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	return &launcher{ctx: ctx, dir: dir}, nil
 }
 
 // start runs the server argv(addr) returns for a free address and waits until
@@ -152,8 +162,9 @@ func (l *launcher) startRedis(redisPath string) (string, error) {
 // last is the process started last.
 func (l *launcher) last() *process { return l.procs[len(l.procs)-1] }
 
-func (l *launcher) stopAll() {
+func (l *launcher) close() {
 	for i := len(l.procs) - 1; i >= 0; i-- {
 		l.procs[i].stop()
 	}
+	os.RemoveAll(l.dir)
 }

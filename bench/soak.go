@@ -179,13 +179,11 @@ func soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return fmt.Errorf("soak: %w", err)
 	}
-	tmp, err := os.MkdirTemp("", "bench-soak-")
+	l, err := newLauncher(ctx, "soak")
 	if err != nil {
-		return fmt.Errorf("soak: %w", err)
+		return err
 	}
-	defer os.RemoveAll(tmp)
-	l := &launcher{ctx: ctx, dir: tmp}
-	defer l.stopAll()
+	defer l.close()
 
 	redisPath, err := exec.LookPath(redisBin)
 	if err != nil {
@@ -204,7 +202,7 @@ func soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("soak: %w", err)
 	}
-	configPath := filepath.Join(tmp, "cacheproxy.yaml")
+	configPath := filepath.Join(l.dir, "cacheproxy.yaml")
 	if err := os.WriteFile(configPath, []byte(soakConfig), 0o644); err != nil {
 		return fmt.Errorf("soak: %w", err)
 	}

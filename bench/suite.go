@@ -187,13 +187,11 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("suite: %w", err)
 	}
 
-	tmp, err := os.MkdirTemp("", "bench-suite-")
+	l, err := newLauncher(ctx, "suite")
 	if err != nil {
-		return fmt.Errorf("suite: %w", err)
+		return err
 	}
-	defer os.RemoveAll(tmp)
-	l := &launcher{ctx: ctx, dir: tmp}
-	defer l.stopAll()
+	defer l.close()
 
 	redisPath, err := exec.LookPath(redisBin)
 	if err != nil {
@@ -207,7 +205,7 @@ func suiteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("suite: %w", err)
 	}
-	configPath := filepath.Join(tmp, "cacheproxy.yaml")
+	configPath := filepath.Join(l.dir, "cacheproxy.yaml")
 	if err := os.WriteFile(configPath, []byte(proxyConfig), 0o644); err != nil {
 		return fmt.Errorf("suite: %w", err)
 	}

@@ -189,17 +189,12 @@ func ReplyLen(b []byte) (int, error) {
 // a nil array and RESP3's other aggregates.
 func ArrayElems(reply []byte, dst [][]byte) ([][]byte, bool) {
 	dst = dst[:0]
-	if len(reply) == 0 || reply[0] != '*' {
-		return dst, false
-	}
-	content, pos, ok := replyLine(reply, 0)
+	n, body, ok := ArrayBody(reply)
 	if !ok {
 		return dst, false
 	}
-	n, ok := parseLL(content)
-	if !ok || n < 0 {
-		return dst, false
-	}
+	pos := len(reply) - len(body)
+	var content []byte
 	for ; n > 0; n-- {
 		if pos >= len(reply) {
 			return dst, false
@@ -371,17 +366,12 @@ func skipDigits(s []byte, i int) int {
 // req is anything else.
 func CommandArgs(req []byte, dst [][]byte) ([][]byte, bool) {
 	dst = dst[:0]
-	if len(req) == 0 || req[0] != '*' {
-		return dst, false
-	}
-	content, pos, ok := replyLine(req, 0)
-	if !ok {
-		return dst, false
-	}
-	n, ok := parseLL(content)
+	n, body, ok := ArrayBody(req)
 	if !ok || n < 1 {
 		return dst, false
 	}
+	pos := len(req) - len(body)
+	var content []byte
 	for ; n > 0; n-- {
 		if pos >= len(req) || req[pos] != '$' {
 			return dst, false

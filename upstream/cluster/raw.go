@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -20,7 +19,7 @@ import (
 // is dialled at that first write; reads wait for it.
 func (r *Router) Raw(ctx context.Context, db int) (net.Conn, error) {
 	if db != 0 {
-		return nil, errors.New("cluster: only database 0 exists in a cluster")
+		return nil, errOnlyDB0
 	}
 	return &lazyConn{r: r, ctx: ctx, ready: make(chan struct{})}, nil
 }

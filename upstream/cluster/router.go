@@ -32,6 +32,9 @@ func (c *Cluster) Router(protocol int) *Router {
 // Databases is 1: a cluster has database 0 alone.
 func (r *Router) Databases() int { return 1 }
 
+// errOnlyDB0 fails what asks the router for another database.
+var errOnlyDB0 = errors.New("cluster: only database 0 exists in a cluster")
+
 func (r *Router) pool(addr string) *upstream.Pool { return r.c.node(addr).pools[r.proto] }
 
 // Replies the router gives itself, in Redis Cluster's words where it has them.
@@ -55,7 +58,7 @@ var (
 func (r *Router) Do(ctx context.Context, db int, hint uint64, b *upstream.Batch) {
 	if db != 0 {
 		b.ResetReplies()
-		b.Fail(errors.New("cluster: only database 0 exists in a cluster"))
+		b.Fail(errOnlyDB0)
 		return
 	}
 	if b.Len() == 0 {

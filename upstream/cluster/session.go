@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"sync"
 
 	"github.com/cacheproxy/cacheproxy/commands"
@@ -20,7 +19,7 @@ import (
 // Nothing is dialled until the first batch.
 func (r *Router) Dedicated(ctx context.Context, db int) (upstream.Session, error) {
 	if db != 0 {
-		return nil, errors.New("cluster: only database 0 exists in a cluster")
+		return nil, errOnlyDB0
 	}
 	return &session{r: r, ctx: ctx}, nil
 }
